@@ -30,6 +30,27 @@ type Webhook struct {
 	// system (for example "410 Gone"); empty when enabled or disabled by an
 	// operator.
 	DisabledReason string `json:"disabledReason,omitempty"`
+	// PreviousSecrets holds secrets replaced by a rotation; each keeps
+	// signing alongside Secret until it expires.
+	PreviousSecrets []PreviousSecret `json:"previousSecrets,omitempty"`
+}
+
+// PreviousSecret is a rotated-out secret and the end of its overlap.
+type PreviousSecret struct {
+	Secret    string    `json:"secret"`
+	ExpiresAt time.Time `json:"expiresAt"`
+}
+
+// SigningSecrets returns the current secret followed by the previous ones
+// still inside their overlap at now.
+func (w *Webhook) SigningSecrets(now time.Time) []string {
+	out := []string{w.Secret}
+	for _, p := range w.PreviousSecrets {
+		if now.Before(p.ExpiresAt) {
+			out = append(out, p.Secret)
+		}
+	}
+	return out
 }
 
 // Subscribed reports whether the webhook receives the named trigger.

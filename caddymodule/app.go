@@ -1,0 +1,331 @@
+// Package caddymodule is the Caddy side of caddy-echo3d-webhooks: the
+// echo3d_webhooks app (store and delivery workers), the HTTP handler that
+// derives events from proxied echo3D traffic, the admin API and the
+// Caddyfile syntax. It is the only package that imports Caddy.
+package caddymodule
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/caddy-echo3d-webhooks/caddy-echo3d-webhooks/events"
+	"github.com/caddy-echo3d-webhooks/caddy-echo3d-webhooks/sink"
+	"github.com/caddy-echo3d-webhooks/caddy-echo3d-webhooks/store"
+)
+
+func init() {
+	caddy.RegisterModule(App{})
+}
+
+// appID is the module ID of the app and the name of its global option.
+const appID = "echo3d_webhooks"
+
+// Defaults of the app's options.
+const (
+	defaultTimeout       = 15 * time.Second
+	defaultSecretOverlap = 24 * time.Hour
+	// stopGrace bounds how long Stop waits for in-flight attempts; the
+	// ones still running keep their lease and are retried after it.
+	stopGrace = 5 * time.Second
+	// leaseMargin is added to the attempt timeout to form the claim lease.
+	leaseMargin = 5 * time.Second
+)
+
+// App owns the webhook store (Badger) and the delivery workers. Handlers
+// enqueue the events they derive through it; the admin API manages webhooks
+// through it. Without a global `echo3d_webhooks` block the app runs with
+// defaults as soon as an `echo3d_webhooks` handler is used.
+type App struct {
+	// Storage is the Badger directory that keeps webhooks, the outbox and
+	// delivery records, or "memory" for a store that lives only as long as
+	// the process (tests, demos). Placeholders such as {env.X} are expanded.
+	// Default: <caddy data dir>/echo3d_webhooks.
+	Storage string `json:"storage,omitempty"`
+
+	// Retry lists the delays before attempts 2, 3, ...; each is jittered by
+	// ±20 %. After the last one the delivery is recorded as failed and can be
+	// redelivered through the admin API. Default: 5s 5m 30m 2h 5h 10h 10h.
+	Retry []caddy.Duration `json:"retry,omitempty"`
+
+	// Timeout bounds one delivery attempt, from dialing to the end of the
+	// response headers and the first 4 KiB of the body. Default: 15s.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+
+	// AllowPrivateTargets accepts webhook URLs whose hosts are or resolve to
+	// loopback, private, link-local, CGNAT, multicast or unspecified
+	// addresses. Meant for tests and local demos only.
+	AllowPrivateTargets bool `json:"allow_private_targets,omitempty"`
+
+	// TrustedCAFiles lists PEM files of certificate authorities trusted for
+	// webhook receivers, in addition to the system roots (receivers behind
+	// a private CA).
+	TrustedCAFiles []string `json:"trusted_ca_files,omitempty"`
+
+	// SecretOverlap is how long a rotated-out secret keeps signing next to
+	// the new one. Default: 24h.
+	SecretOverlap caddy.Duration `json:"secret_overlap,omitempty"`
+
+	// Workers bounds the delivery attempts in flight at once. Default: 64.
+	Workers int `json:"workers,omitempty"`
+
+	// PerWebhook bounds the attempts in flight to one webhook, so a slow
+	// receiver holds at most this many workers. Default: 4.
+	PerWebhook int `json:"per_webhook,omitempty"`
+
+	ctx        caddy.Context
+	logger     *zap.Logger
+	poolKey    string
+	handle     *storeHandle
+	policy     sink.Policy
+	dispatcher *sink.Dispatcher
+	started    bool
+}
+
+// CaddyModule returns the Caddy module information.
+func (App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  appID,
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// Provision sets defaults, takes a reference to the shared store (without
+// opening it) and builds the dispatcher (without starting it).
+func (a *App) Provision(ctx caddy.Context) error {
+	a.ctx = ctx
+	a.logger = ctx.Logger()
+
+	repl := caddy.NewReplacer()
+	storage := repl.ReplaceAll(a.Storage, "")
+	inMemory := storage == memoryKey
+	key := memoryKey
+	dir := ""
+	if !inMemory {
+		if storage == "" {
+			storage = filepath.Join(caddy.AppDataDir(), appID)
+		}
+		abs, err := caddy.FastAbs(storage)
+		if err != nil {
+			return fmt.Errorf("resolving storage path %q: %w", storage, err)
+		}
+		dir = abs
+		key = "dir:" + abs
+	}
+	val, _, err := stores.LoadOrNew(key, func() (caddy.Destructor, error) {
+		return &storeHandle{dir: dir, inMemory: inMemory, logger: a.logger.Named("store")}, nil
+	})
+	if err != nil {
+		return fmt.Errorf("loading store %s: %w", key, err)
+	}
+	a.poolKey = key
+	a.handle = val.(*storeHandle)
+
+	if a.Timeout <= 0 {
+		a.Timeout = caddy.Duration(defaultTimeout)
+	}
+	if a.SecretOverlap == 0 {
+		a.SecretOverlap = caddy.Duration(defaultSecretOverlap)
+	}
+	a.policy = sink.Policy{AllowPrivate: a.AllowPrivateTargets}
+	var roots *x509.CertPool
+	if len(a.TrustedCAFiles) > 0 {
+		roots, err = x509.SystemCertPool()
+		if err != nil || roots == nil {
+			roots = x509.NewCertPool()
+		}
+		for _, f := range a.TrustedCAFiles {
+			f = repl.ReplaceAll(f, "")
+			pem, err := os.ReadFile(f)
+			if err != nil {
+				return fmt.Errorf("trusted_ca_files: %w", err)
+			}
+			if !roots.AppendCertsFromPEM(pem) {
+				return fmt.Errorf("trusted_ca_files: no PEM certificate found in %s", f)
+			}
+		}
+	}
+	schedule := sink.Schedule(sink.DefaultSchedule)
+	if len(a.Retry) > 0 {
+		schedule = make(sink.Schedule, len(a.Retry))
+		for i, d := range a.Retry {
+			schedule[i] = time.Duration(d)
+		}
+	}
+	a.dispatcher = sink.New(sink.Config{
+		Outbox:     lazyOutbox{a.handle},
+		Client:     sink.NewClient(sink.ClientOptions{Policy: a.policy, RootCAs: roots}),
+		Schedule:   schedule,
+		Timeout:    time.Duration(a.Timeout),
+		Lease:      time.Duration(a.Timeout) + leaseMargin,
+		Workers:    a.Workers,
+		PerWebhook: a.PerWebhook,
+		UserAgent:  "caddy-echo3d-webhooks/" + version(),
+		Logger:     a.logger.Named("delivery"),
+	})
+	return nil
+}
+
+// Validate checks the options.
+func (a *App) Validate() error {
+	for i, d := range a.Retry {
+		if d <= 0 {
+			return fmt.Errorf("retry: delay %d must be positive, got %s", i+1, time.Duration(d))
+		}
+	}
+	if a.SecretOverlap < 0 {
+		return fmt.Errorf("secret_overlap: must not be negative, got %s", time.Duration(a.SecretOverlap))
+	}
+	if a.Workers < 0 {
+		return fmt.Errorf("workers: must not be negative, got %d", a.Workers)
+	}
+	if a.PerWebhook < 0 {
+		return fmt.Errorf("per_webhook: must not be negative, got %d", a.PerWebhook)
+	}
+	return nil
+}
+
+// Start opens the store (if no request has opened it already) and starts
+// the delivery workers. An unusable store aborts the config load with an
+// error that names the directory.
+func (a *App) Start() error {
+	if _, err := a.handle.open(); err != nil {
+		return fmt.Errorf("opening webhook store: %w", err)
+	}
+	a.dispatcher.Start()
+	a.started = true
+	return nil
+}
+
+// Stop stops claiming deliveries and waits briefly for attempts in flight;
+// unfinished ones stay in the outbox and are retried after their lease.
+func (a *App) Stop() error {
+	if !a.started {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), stopGrace)
+	defer cancel()
+	if err := a.dispatcher.Stop(ctx); err != nil {
+		a.logger.Warn("stopping delivery workers", zap.Error(err))
+	}
+	return nil
+}
+
+// Cleanup releases this config's reference to the shared store.
+func (a *App) Cleanup() error {
+	if a.poolKey == "" {
+		return nil
+	}
+	key := a.poolKey
+	a.poolKey = ""
+	_, err := stores.Delete(key)
+	return err
+}
+
+// store returns the open store, opening it if needed.
+func (a *App) store() (*store.Store, error) {
+	return a.handle.open()
+}
+
+// enqueue makes the derived events durable in the outbox and wakes the
+// workers. It returns how many deliveries were created.
+func (a *App) enqueue(payloads []events.Payload) (int, error) {
+	st, err := a.store()
+	if err != nil {
+		return 0, err
+	}
+	now := time.Now()
+	evs := make([]store.Event, 0, len(payloads))
+	for _, p := range payloads {
+		body, err := json.Marshal(p)
+		if err != nil {
+			return 0, fmt.Errorf("encoding %s payload: %w", p.Event, err)
+		}
+		evs = append(evs, store.Event{
+			ID:        newID("evt_"),
+			Trigger:   string(p.Event),
+			APIKey:    p.APIKey,
+			Payload:   body,
+			CreatedAt: now,
+		})
+	}
+	ds, err := st.Enqueue(evs, now)
+	if err != nil {
+		return 0, err
+	}
+	if len(ds) > 0 {
+		a.dispatcher.Notify()
+	}
+	return len(ds), nil
+}
+
+// lazyOutbox lets the dispatcher reach the store through the shared handle,
+// so it never holds a closed database.
+type lazyOutbox struct{ h *storeHandle }
+
+var errStoreNotOpen = errors.New("webhook store not open")
+
+func (o lazyOutbox) st() (*store.Store, error) {
+	if st := o.h.opened(); st != nil {
+		return st, nil
+	}
+	return nil, errStoreNotOpen
+}
+
+func (o lazyOutbox) ClaimDue(now time.Time, lease time.Duration, limit int, accept func(string) bool) ([]store.Claimed, error) {
+	st, err := o.st()
+	if err != nil {
+		return nil, err
+	}
+	return st.ClaimDue(now, lease, limit, accept)
+}
+
+func (o lazyOutbox) Complete(id string, at *store.Attempt, out store.Outcome, now time.Time) error {
+	st, err := o.st()
+	if err != nil {
+		return err
+	}
+	return st.Complete(id, at, out, now)
+}
+
+func (o lazyOutbox) NextDue() (time.Time, bool, error) {
+	st, err := o.st()
+	if err != nil {
+		return time.Time{}, false, err
+	}
+	return st.NextDue()
+}
+
+func (o lazyOutbox) DisableWebhook(id, reason string) error {
+	st, err := o.st()
+	if err != nil {
+		return err
+	}
+	return st.DisableWebhook(id, reason)
+}
+
+// newID returns prefix followed by 32 random hex digits.
+func newID(prefix string) string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return prefix + hex.EncodeToString(b[:])
+}
+
+// Interface guards
+var (
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.Validator    = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
+	_ sink.Outbox        = lazyOutbox{}
+)
