@@ -1,0 +1,125 @@
+package store
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+)
+
+// Key layout. Every key starts with a readable ASCII prefix; fixed-width
+// numbers are 8-byte big-endian so that byte order is numeric order.
+//
+//	wh/<webhookID>                            JSON Webhook
+//	ev/<eventID>                              JSON Event (TTL once no delivery is pending)
+//	evp/<eventID>/<deliveryID>                empty; marks a pending delivery of the event
+//	dl/<deliveryID>                           JSON Delivery (TTL once finished)
+//	q/<due nanos><seq>                        "<deliveryID>/<webhookID>"; one per pending delivery
+//	at/<webhookID>/<^at nanos><^attempt seq>  JSON Attempt (TTL); newest first
+//	seq/delivery, seq/attempt                 Badger sequences
+const (
+	prefixWebhook      = "wh/"
+	prefixEvent        = "ev/"
+	prefixEventPending = "evp/"
+	prefixDelivery     = "dl/"
+	prefixQueue        = "q/"
+	prefixAttempt      = "at/"
+
+	keyDeliverySeq = "seq/delivery"
+	keyAttemptSeq  = "seq/attempt"
+)
+
+// queueKeyLen is the length of a queue key: prefix, due time and sequence.
+const queueKeyLen = len(prefixQueue) + 16
+
+// cursorLen is the length of the decoded ListAttempts cursor: the part of
+// an attempt key after its webhook prefix.
+const cursorLen = 16
+
+func webhookKey(id string) []byte { return []byte(prefixWebhook + id) }
+
+func eventKey(id string) []byte { return []byte(prefixEvent + id) }
+
+func deliveryKey(id string) []byte { return []byte(prefixDelivery + id) }
+
+// eventPendingPrefix is the prefix of the pending markers of one event.
+func eventPendingPrefix(eventID string) []byte {
+	return []byte(prefixEventPending + eventID + "/")
+}
+
+func eventPendingKey(eventID, deliveryID string) []byte {
+	return []byte(prefixEventPending + eventID + "/" + deliveryID)
+}
+
+// queueKey orders deliveries by due time, then by sequence number.
+func queueKey(due time.Time, seq uint64) []byte {
+	k := make([]byte, 0, queueKeyLen)
+	k = append(k, prefixQueue...)
+	k = binary.BigEndian.AppendUint64(k, unixNanos(due))
+	k = binary.BigEndian.AppendUint64(k, seq)
+	return k
+}
+
+// parseQueueKey returns the due time (Unix nanoseconds) in a queue key.
+func parseQueueKey(k []byte) (uint64, error) {
+	if len(k) != queueKeyLen || !strings.HasPrefix(string(k), prefixQueue) {
+		return 0, fmt.Errorf("malformed queue key %q", k)
+	}
+	return binary.BigEndian.Uint64(k[len(prefixQueue):]), nil
+}
+
+// queueValue is the value of a queue entry: enough to decide whether to
+// claim it without loading the delivery. Delivery IDs never contain '/'.
+func queueValue(deliveryID, webhookID string) []byte {
+	return []byte(deliveryID + "/" + webhookID)
+}
+
+func parseQueueValue(v []byte) (deliveryID, webhookID string, err error) {
+	d, w, ok := strings.Cut(string(v), "/")
+	if !ok || d == "" {
+		return "", "", fmt.Errorf("malformed queue value %q", v)
+	}
+	return d, w, nil
+}
+
+// attemptPrefix is the prefix of one webhook's attempt records.
+func attemptPrefix(webhookID string) []byte {
+	return []byte(prefixAttempt + webhookID + "/")
+}
+
+// attemptKey sorts a webhook's attempts newest first: both the time and the
+// tie-breaking sequence are inverted.
+func attemptKey(webhookID string, at time.Time, seq uint64) []byte {
+	p := attemptPrefix(webhookID)
+	k := make([]byte, 0, len(p)+cursorLen)
+	k = append(k, p...)
+	k = binary.BigEndian.AppendUint64(k, ^unixNanos(at))
+	k = binary.BigEndian.AppendUint64(k, ^seq)
+	return k
+}
+
+// encodeCursor turns the part of an attempt key after its prefix into an
+// opaque cursor.
+func encodeCursor(suffix []byte) string { return hex.EncodeToString(suffix) }
+
+func decodeCursor(cursor string) ([]byte, error) {
+	b, err := hex.DecodeString(cursor)
+	if err != nil || len(b) != cursorLen {
+		return nil, fmt.Errorf("cursor %q: %w", cursor, ErrInvalidCursor)
+	}
+	return b, nil
+}
+
+// unixNanos returns t as Unix nanoseconds, clamped to the range a uint64
+// key can order: times before 1970 become 0, times after 2262 the maximum.
+func unixNanos(t time.Time) uint64 {
+	switch {
+	case t.Before(time.Unix(0, 0)):
+		return 0
+	case t.After(time.Unix(0, math.MaxInt64)):
+		return math.MaxInt64
+	}
+	return uint64(t.UnixNano())
+}

@@ -1,0 +1,584 @@
+package store
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// eventMissingError is the LastError of a delivery whose event vanished.
+const eventMissingError = "event missing from store"
+
+// newDeliveryID returns "msg_" and 26 lowercase base32 characters (128
+// random bits). It never contains '.' or '/'.
+func newDeliveryID() string {
+	return "msg_" + strings.ToLower(rand.Text())
+}
+
+// write is one entry of a multi-transaction write.
+type write struct {
+	key, val []byte
+}
+
+// Enqueue records events and creates one pending delivery, due now, for
+// every enabled webhook of the event's API key subscribed to its trigger,
+// in event order and then webhook CreatedAt order. An event is stored only
+// if it got a delivery. When Enqueue returns nil, everything is in Badger's
+// value log. The result is never nil.
+func (s *Store) Enqueue(events []Event, now time.Time) ([]Delivery, error) {
+	deliveries := []Delivery{}
+	if s.db.IsClosed() {
+		return deliveries, fmt.Errorf("enqueuing: %w", badger.ErrDBClosed)
+	}
+	idx := s.index.Load()
+	var writes []write
+	for i := range events {
+		ev := &events[i]
+		var eventWritten bool
+		for _, w := range idx.byAPIKey[ev.APIKey] {
+			if !w.Enabled || !w.Subscribed(ev.Trigger) {
+				continue
+			}
+			if !eventWritten {
+				if err := validateEventID(ev.ID); err != nil {
+					return []Delivery{}, fmt.Errorf("enqueuing: %w", err)
+				}
+				val, err := json.Marshal(ev)
+				if err != nil {
+					return []Delivery{}, fmt.Errorf("encoding event %s: %w", ev.ID, err)
+				}
+				// The event goes first, so that it is committed no later
+				// than any queue entry that refers to it.
+				writes = append(writes, write{eventKey(ev.ID), val})
+				eventWritten = true
+			}
+			d, dw, err := s.newDelivery(ev.ID, w.ID, now)
+			if err != nil {
+				return []Delivery{}, fmt.Errorf("enqueuing: %w", err)
+			}
+			writes = append(writes, dw...)
+			deliveries = append(deliveries, d)
+		}
+	}
+	if len(writes) == 0 {
+		return deliveries, nil
+	}
+	if err := s.writeInOrder(writes); err != nil {
+		return []Delivery{}, fmt.Errorf("enqueuing: %w", err)
+	}
+	return deliveries, nil
+}
+
+// validateEventID rejects event IDs that would break the key layout.
+func validateEventID(id string) error {
+	if id == "" {
+		return errors.New("event ID is empty")
+	}
+	return nil
+}
+
+// newDelivery returns a fresh pending delivery due at now and the writes
+// that store it: the delivery, the event's pending marker and, last, its
+// queue entry.
+func (s *Store) newDelivery(eventID, webhookID string, now time.Time) (Delivery, []write, error) {
+	seq, err := s.deliverySeq.Next()
+	if err != nil {
+		return Delivery{}, nil, fmt.Errorf("next delivery sequence: %w", err)
+	}
+	d := Delivery{
+		ID:            newDeliveryID(),
+		EventID:       eventID,
+		WebhookID:     webhookID,
+		Seq:           seq,
+		State:         StatePending,
+		NextAttemptAt: now,
+		CreatedAt:     now,
+		UpdatedAt:     now,
+	}
+	val, err := json.Marshal(&d)
+	if err != nil {
+		return Delivery{}, nil, fmt.Errorf("encoding delivery %s: %w", d.ID, err)
+	}
+	return d, []write{
+		{deliveryKey(d.ID), val},
+		{eventPendingKey(eventID, d.ID), nil},
+		{queueKey(d.NextAttemptAt, d.Seq), queueValue(d.ID, webhookID)},
+	}, nil
+}
+
+// writeInOrder commits writes in one transaction or, if they do not fit,
+// in several consecutive ones, so that a write is never committed before
+// an earlier one.
+func (s *Store) writeInOrder(writes []write) error {
+	for len(writes) > 0 {
+		var n int
+		var err error
+		for range maxConflictRetries {
+			n, err = s.writeSome(writes)
+			if !errors.Is(err, badger.ErrConflict) {
+				break
+			}
+		}
+		if err != nil {
+			return err
+		}
+		writes = writes[n:]
+	}
+	return nil
+}
+
+// writeSome commits as many leading writes as fit in one transaction and
+// returns how many.
+func (s *Store) writeSome(writes []write) (int, error) {
+	txn := s.db.NewTransaction(true)
+	defer txn.Discard()
+	n := 0
+	for _, w := range writes {
+		err := txn.SetEntry(badger.NewEntry(w.key, w.val))
+		if errors.Is(err, badger.ErrTxnTooBig) && n > 0 {
+			break
+		}
+		if err != nil {
+			return 0, fmt.Errorf("writing %q: %w", w.key, err)
+		}
+		n++
+	}
+	if err := txn.Commit(); err != nil {
+		return 0, fmt.Errorf("committing: %w", err)
+	}
+	return n, nil
+}
+
+// EnqueueDelivery creates one fresh pending delivery of ev to the webhook,
+// due now, whether or not the webhook is enabled or subscribed (for
+// redelivery and test events). ev is stored unless an event with its ID
+// already is; either way it is kept until the new delivery finishes. It
+// returns a wrapped ErrNotFound if the webhook does not exist.
+func (s *Store) EnqueueDelivery(ev Event, webhookID string, now time.Time) (Delivery, error) {
+	if _, ok := s.index.Load().byID[webhookID]; !ok {
+		return Delivery{}, fmt.Errorf("enqueuing delivery: webhook %s: %w", webhookID, ErrNotFound)
+	}
+	if err := validateEventID(ev.ID); err != nil {
+		return Delivery{}, fmt.Errorf("enqueuing delivery: %w", err)
+	}
+	d, writes, err := s.newDelivery(ev.ID, webhookID, now)
+	if err != nil {
+		return Delivery{}, fmt.Errorf("enqueuing delivery: %w", err)
+	}
+	err = s.update(func(txn *badger.Txn) error {
+		if err := s.keepEvent(txn, &ev); err != nil {
+			return err
+		}
+		for _, w := range writes {
+			if err := txn.Set(w.key, w.val); err != nil {
+				return fmt.Errorf("writing %q: %w", w.key, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return Delivery{}, fmt.Errorf("enqueuing delivery: %w", err)
+	}
+	return d, nil
+}
+
+// keepEvent makes sure the event is stored without expiry: it writes ev if
+// no event with its ID exists, and rewrites the stored one without its TTL
+// if it has one.
+func (s *Store) keepEvent(txn *badger.Txn, ev *Event) error {
+	key := eventKey(ev.ID)
+	item, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return setJSON(txn, key, "event "+ev.ID, ev, 0)
+	}
+	if err != nil {
+		return fmt.Errorf("reading event %s: %w", ev.ID, err)
+	}
+	if item.ExpiresAt() == 0 {
+		return nil
+	}
+	val, err := item.ValueCopy(nil)
+	if err != nil {
+		return fmt.Errorf("reading event %s: %w", ev.ID, err)
+	}
+	if err := txn.Set(key, val); err != nil {
+		return fmt.Errorf("writing event %s: %w", ev.ID, err)
+	}
+	return nil
+}
+
+// claimBatchHook, if set (by tests), runs inside ClaimDue's batch
+// transaction just before it commits.
+var claimBatchHook func()
+
+// candidate is a due queue entry found by ClaimDue's scan.
+type candidate struct {
+	key        []byte
+	deliveryID string
+	webhookID  string
+}
+
+// ClaimDue leases up to limit deliveries due at or before now, in queue
+// order (due time, then sequence), whose webhook accept approves (nil
+// accepts all). Each is moved to now+lease, so no other ClaimDue hands it
+// out again before the lease expires; if it is not completed by then, it is
+// due again. A delivery whose event is missing is completed as failed and
+// skipped. Webhook is nil for deliveries of deleted webhooks. On error,
+// deliveries already leased are not returned; their leases expire.
+func (s *Store) ClaimDue(now time.Time, lease time.Duration, limit int, accept func(webhookID string) bool) ([]Claimed, error) {
+	if lease <= 0 {
+		return nil, fmt.Errorf("claiming deliveries: lease %v is not positive", lease)
+	}
+	if limit <= 0 {
+		return []Claimed{}, nil
+	}
+	cands, err := s.dueCandidates(now, limit, accept)
+	if err != nil {
+		return nil, err
+	}
+	if len(cands) == 0 {
+		return []Claimed{}, nil
+	}
+
+	// Fast path: claim all in one transaction.
+	var claimed []Claimed
+	err = s.db.Update(func(txn *badger.Txn) error {
+		claimed = claimed[:0]
+		for _, c := range cands {
+			cl, ok, err := s.claim(txn, c, now, lease)
+			if err != nil {
+				return err
+			}
+			if ok {
+				claimed = append(claimed, cl)
+			}
+		}
+		if claimBatchHook != nil {
+			claimBatchHook()
+		}
+		return nil
+	})
+	if err == nil {
+		return claimed, nil
+	}
+	if !errors.Is(err, badger.ErrConflict) && !errors.Is(err, badger.ErrTxnTooBig) {
+		return nil, fmt.Errorf("claiming deliveries: %w", err)
+	}
+
+	// Another claimer (or Complete) got to some of them first: claim one
+	// at a time, skipping those taken.
+	claimed = claimed[:0]
+	for _, c := range cands {
+		var cl Claimed
+		var ok bool
+		err := s.db.Update(func(txn *badger.Txn) error {
+			var err error
+			cl, ok, err = s.claim(txn, c, now, lease)
+			return err
+		})
+		if errors.Is(err, badger.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("claiming delivery %s: %w", c.deliveryID, err)
+		}
+		if ok {
+			claimed = append(claimed, cl)
+		}
+	}
+	return claimed, nil
+}
+
+// dueCandidates scans the queue for up to limit accepted entries due at or
+// before now.
+func (s *Store) dueCandidates(now time.Time, limit int, accept func(string) bool) ([]candidate, error) {
+	var cands []candidate
+	nowNanos := unixNanos(now)
+	err := s.db.View(func(txn *badger.Txn) error {
+		prefix := []byte(prefixQueue)
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: prefix})
+		defer it.Close()
+		for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+			item := it.Item()
+			due, err := parseQueueKey(item.Key())
+			if err != nil {
+				return err
+			}
+			if due > nowNanos {
+				return nil
+			}
+			var c candidate
+			err = item.Value(func(val []byte) error {
+				var err error
+				c.deliveryID, c.webhookID, err = parseQueueValue(val)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if accept != nil && !accept(c.webhookID) {
+				continue
+			}
+			c.key = item.KeyCopy(nil)
+			cands = append(cands, c)
+			if len(cands) == limit {
+				return nil
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("scanning queue: %w", err)
+	}
+	return cands, nil
+}
+
+// claim leases one candidate in txn. ok is false when the candidate is no
+// longer claimable: taken by someone else, inconsistent (its queue entry is
+// dropped) or without event (the delivery is failed).
+func (s *Store) claim(txn *badger.Txn, c candidate, now time.Time, lease time.Duration) (Claimed, bool, error) {
+	if _, err := txn.Get(c.key); err != nil {
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return Claimed{}, false, nil // claimed or completed meanwhile
+		}
+		return Claimed{}, false, fmt.Errorf("reading queue entry: %w", err)
+	}
+	var d Delivery
+	err := getJSON(txn, deliveryKey(c.deliveryID), "delivery "+c.deliveryID, &d)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return Claimed{}, false, err
+	}
+	if err != nil || d.State != StatePending || !bytes.Equal(queueKey(d.NextAttemptAt, d.Seq), c.key) {
+		// A queue entry that does not match its delivery is stale.
+		return Claimed{}, false, deleteKey(txn, c.key)
+	}
+	if err := txn.Delete(c.key); err != nil {
+		return Claimed{}, false, fmt.Errorf("deleting queue entry: %w", err)
+	}
+
+	var ev Event
+	err = getJSON(txn, eventKey(d.EventID), "event "+d.EventID, &ev)
+	if errors.Is(err, ErrNotFound) {
+		d.State = StateFailed
+		d.LastError = eventMissingError
+		d.UpdatedAt = now
+		return Claimed{}, false, s.finish(txn, &d)
+	}
+	if err != nil {
+		return Claimed{}, false, err
+	}
+
+	d.NextAttemptAt = now.Add(lease)
+	if err := setJSON(txn, deliveryKey(d.ID), "delivery "+d.ID, &d, 0); err != nil {
+		return Claimed{}, false, err
+	}
+	if err := txn.Set(queueKey(d.NextAttemptAt, d.Seq), queueValue(d.ID, d.WebhookID)); err != nil {
+		return Claimed{}, false, fmt.Errorf("writing queue entry: %w", err)
+	}
+	cl := Claimed{Delivery: d, Event: ev}
+	if w, ok := s.index.Load().byID[d.WebhookID]; ok {
+		cl.Webhook = w.clone()
+	}
+	return cl, true, nil
+}
+
+// Complete applies the result of an attempt (nil: none was made, for
+// example because the webhook is gone) to a delivery. With out.State
+// pending the delivery is due again at out.NextAttemptAt (now if zero);
+// otherwise it leaves the queue and it, its event once no other delivery of
+// it is pending, and the attempt records expire after the record TTL. A
+// delivery that already finished keeps its state; only the attempt is
+// recorded. It returns a wrapped ErrNotFound for an unknown delivery.
+func (s *Store) Complete(deliveryID string, attempt *Attempt, out Outcome, now time.Time) error {
+	switch out.State {
+	case StatePending, StateSucceeded, StateFailed:
+	default:
+		return fmt.Errorf("completing delivery %s: invalid state %q", deliveryID, out.State)
+	}
+	var attemptSeq uint64
+	if attempt != nil {
+		var err error
+		if attemptSeq, err = s.attemptSeq.Next(); err != nil {
+			return fmt.Errorf("completing delivery %s: next attempt sequence: %w", deliveryID, err)
+		}
+	}
+	err := s.update(func(txn *badger.Txn) error {
+		var d Delivery
+		if err := getJSON(txn, deliveryKey(deliveryID), "delivery "+deliveryID, &d); err != nil {
+			return err
+		}
+		if attempt != nil {
+			a := *attempt
+			d.Attempts++
+			if err := s.recordAttempt(txn, &d, &a, attemptSeq, now); err != nil {
+				return err
+			}
+			d.LastStatus = a.Status
+			d.LastError = a.Error
+		}
+		d.UpdatedAt = now
+
+		if d.State != StatePending {
+			return setJSON(txn, deliveryKey(d.ID), "delivery "+d.ID, &d, s.recordTTL)
+		}
+		if err := deleteKey(txn, queueKey(d.NextAttemptAt, d.Seq)); err != nil {
+			return err
+		}
+		if out.State != StatePending {
+			d.State = out.State
+			return s.finish(txn, &d)
+		}
+		d.NextAttemptAt = out.NextAttemptAt
+		if d.NextAttemptAt.IsZero() {
+			d.NextAttemptAt = now
+		}
+		if err := setJSON(txn, deliveryKey(d.ID), "delivery "+d.ID, &d, 0); err != nil {
+			return err
+		}
+		if err := txn.Set(queueKey(d.NextAttemptAt, d.Seq), queueValue(d.ID, d.WebhookID)); err != nil {
+			return fmt.Errorf("writing queue entry: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("completing delivery %s: %w", deliveryID, err)
+	}
+	return nil
+}
+
+// finish stores a delivery that has left the queue with the record TTL and
+// releases its hold on its event.
+func (s *Store) finish(txn *badger.Txn, d *Delivery) error {
+	if err := setJSON(txn, deliveryKey(d.ID), "delivery "+d.ID, d, s.recordTTL); err != nil {
+		return err
+	}
+	if err := deleteKey(txn, eventPendingKey(d.EventID, d.ID)); err != nil {
+		return err
+	}
+	return s.releaseEvent(txn, d.EventID, d.ID)
+}
+
+// releaseEvent gives the event the record TTL unless a delivery other than
+// deliveryID still has it pending. Reading the other markers makes two
+// concurrent releases of one event conflict, so one of them sees the
+// other's deletion.
+func (s *Store) releaseEvent(txn *badger.Txn, eventID, deliveryID string) error {
+	prefix := eventPendingPrefix(eventID)
+	pending := false
+	it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: prefix})
+	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+		rest := string(it.Item().Key()[len(prefix):])
+		// Skip markers of other events whose ID merely starts with this one.
+		if rest != deliveryID && !strings.Contains(rest, "/") {
+			pending = true
+			break
+		}
+	}
+	it.Close()
+	if pending {
+		return nil
+	}
+
+	key := eventKey(eventID)
+	item, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading event %s: %w", eventID, err)
+	}
+	val, err := item.ValueCopy(nil)
+	if err != nil {
+		return fmt.Errorf("reading event %s: %w", eventID, err)
+	}
+	if err := txn.SetEntry(badger.NewEntry(key, val).WithTTL(s.recordTTL)); err != nil {
+		return fmt.Errorf("writing event %s: %w", eventID, err)
+	}
+	return nil
+}
+
+// deleteKey deletes key in txn.
+func deleteKey(txn *badger.Txn, key []byte) error {
+	if err := txn.Delete(key); err != nil {
+		return fmt.Errorf("deleting %q: %w", key, err)
+	}
+	return nil
+}
+
+// NextDue returns the earliest time a queued delivery is due (leased ones
+// included: they are due when their lease expires); ok is false when the
+// queue is empty.
+func (s *Store) NextDue() (time.Time, bool, error) {
+	var due time.Time
+	var ok bool
+	err := s.db.View(func(txn *badger.Txn) error {
+		prefix := []byte(prefixQueue)
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: prefix})
+		defer it.Close()
+		it.Seek(prefix)
+		if !it.ValidForPrefix(prefix) {
+			return nil
+		}
+		n, err := parseQueueKey(it.Item().Key())
+		if err != nil {
+			return err
+		}
+		due, ok = time.Unix(0, int64(n)).UTC(), true
+		return nil
+	})
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("reading next due delivery: %w", err)
+	}
+	return due, ok, nil
+}
+
+// QueueDepth returns the number of pending deliveries, leased ones
+// included.
+func (s *Store) QueueDepth() (int, error) {
+	n := 0
+	err := s.db.View(func(txn *badger.Txn) error {
+		prefix := []byte(prefixQueue)
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: prefix})
+		defer it.Close()
+		for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("counting queue: %w", err)
+	}
+	return n, nil
+}
+
+// GetDelivery returns a delivery, or a wrapped ErrNotFound (also once a
+// finished delivery has expired).
+func (s *Store) GetDelivery(id string) (Delivery, error) {
+	var d Delivery
+	err := s.db.View(func(txn *badger.Txn) error {
+		return getJSON(txn, deliveryKey(id), "delivery "+id, &d)
+	})
+	if err != nil {
+		return Delivery{}, err
+	}
+	return d, nil
+}
+
+// GetEvent returns an event, or a wrapped ErrNotFound (also once it has
+// expired).
+func (s *Store) GetEvent(id string) (Event, error) {
+	var ev Event
+	err := s.db.View(func(txn *badger.Txn) error {
+		return getJSON(txn, eventKey(id), "event "+id, &ev)
+	})
+	if err != nil {
+		return Event{}, err
+	}
+	return ev, nil
+}

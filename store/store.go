@@ -1,0 +1,207 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Errors returned (wrapped) by the store besides ErrNotFound.
+var (
+	// ErrExists is returned when creating a webhook whose ID is taken.
+	ErrExists = errors.New("already exists")
+	// ErrLocked is returned by Open when the directory is in use.
+	ErrLocked = errors.New("store directory is locked")
+	// ErrInvalidCursor is returned by ListAttempts for a cursor it did not
+	// hand out.
+	ErrInvalidCursor = errors.New("invalid cursor")
+)
+
+// DefaultRecordTTL is how long finished deliveries, their events and
+// attempt records are kept when Options.RecordTTL is zero.
+const DefaultRecordTTL = 7 * 24 * time.Hour
+
+// sequenceBandwidth is how many sequence numbers Badger leases at a time.
+const sequenceBandwidth = 1000
+
+// maxConflictRetries bounds how often a transaction is retried on
+// badger.ErrConflict.
+const maxConflictRetries = 8
+
+// Options configures Open.
+type Options struct {
+	// Dir is the Badger directory. It is created (0700) if missing and
+	// ignored when InMemory is set.
+	Dir string
+	// InMemory keeps everything in memory; nothing survives Close.
+	InMemory bool
+	// Logger receives Badger's log lines; nil discards them.
+	Logger badger.Logger
+	// RecordTTL is how long finished deliveries, their events and attempt
+	// records are kept; 0 means DefaultRecordTTL.
+	RecordTTL time.Duration
+	// SyncWrites makes every commit fsync, so that enqueued events survive
+	// power loss and not only a process crash.
+	SyncWrites bool
+}
+
+// Store is the webhook database. All methods are safe for concurrent use.
+// Only one Store can be open per directory.
+type Store struct {
+	db        *badger.DB
+	recordTTL time.Duration
+
+	deliverySeq *badger.Sequence
+	attemptSeq  *badger.Sequence
+
+	// index is the in-memory view of all webhooks, replaced (never
+	// modified) after each successful webhook write. webhookMu serializes
+	// webhook writes so that the index follows the database's order.
+	index     atomic.Pointer[webhookIndex]
+	webhookMu sync.Mutex
+
+	closeMu sync.Mutex
+	closed  bool
+}
+
+// Open opens (creating if needed) the store described by opts.
+func Open(opts Options) (*Store, error) {
+	bopts := badger.DefaultOptions("")
+	if opts.InMemory {
+		bopts = bopts.WithInMemory(true)
+	} else {
+		if opts.Dir == "" {
+			return nil, errors.New("opening store: no directory given")
+		}
+		if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+			return nil, fmt.Errorf("creating store directory: %w", err)
+		}
+		bopts = bopts.WithDir(opts.Dir).WithValueDir(opts.Dir)
+	}
+	bopts = bopts.
+		WithLogger(opts.Logger).
+		WithSyncWrites(opts.SyncWrites).
+		// A webhook outbox is small: smaller tables and value-log files
+		// keep memory low and let value-log GC reclaim space sooner.
+		WithMemTableSize(16 << 20).
+		WithBlockCacheSize(32 << 20).
+		WithValueLogFileSize(64 << 20)
+
+	db, err := badger.Open(bopts)
+	if err != nil {
+		if isLockError(err) {
+			return nil, fmt.Errorf("%w: another Caddy process or config is using %s; stop it or set a different 'storage' directory",
+				ErrLocked, opts.Dir)
+		}
+		return nil, fmt.Errorf("opening store at %s: %w", opts.Dir, err)
+	}
+
+	s := &Store{db: db, recordTTL: opts.RecordTTL}
+	if s.recordTTL <= 0 {
+		s.recordTTL = DefaultRecordTTL
+	}
+	if err := s.init(); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// init acquires the sequences and loads the webhook index.
+func (s *Store) init() error {
+	var err error
+	s.deliverySeq, err = s.db.GetSequence([]byte(keyDeliverySeq), sequenceBandwidth)
+	if err != nil {
+		return fmt.Errorf("getting delivery sequence: %w", err)
+	}
+	s.attemptSeq, err = s.db.GetSequence([]byte(keyAttemptSeq), sequenceBandwidth)
+	if err != nil {
+		return fmt.Errorf("getting attempt sequence: %w", err)
+	}
+	hooks, err := s.loadWebhooks()
+	if err != nil {
+		return err
+	}
+	s.index.Store(newWebhookIndex(hooks))
+	return nil
+}
+
+// isLockError reports whether err is Badger's directory-lock failure. Badger
+// formats the underlying error into its message, so only the text is left to
+// recognize it by.
+func isLockError(err error) bool {
+	return strings.Contains(err.Error(), "Cannot acquire directory lock")
+}
+
+// Close releases the sequences and closes the database. It is safe to call
+// more than once; calls after the first return nil. Every goroutine using
+// the store must have stopped before.
+func (s *Store) Close() error {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+
+	var errs []error
+	for _, seq := range []*badger.Sequence{s.deliverySeq, s.attemptSeq} {
+		if seq == nil {
+			continue
+		}
+		if err := seq.Release(); err != nil {
+			errs = append(errs, fmt.Errorf("releasing sequence: %w", err))
+		}
+	}
+	if err := s.db.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("closing badger: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// RunGC runs one value-log garbage collection pass: it rewrites value-log
+// files while Badger finds one worth rewriting. It is a no-op for an
+// in-memory store or after Close. Close waits for a running pass.
+func (s *Store) RunGC() error {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.closed {
+		return nil
+	}
+	for {
+		err := s.db.RunValueLogGC(0.5)
+		switch {
+		case err == nil:
+			continue
+		case errors.Is(err, badger.ErrNoRewrite),
+			errors.Is(err, badger.ErrRejected),
+			errors.Is(err, badger.ErrGCInMemoryMode):
+			return nil
+		default:
+			return fmt.Errorf("value-log GC: %w", err)
+		}
+	}
+}
+
+// DB returns the underlying database, for tests and diagnostics. Writing to
+// it directly bypasses the webhook index.
+func (s *Store) DB() *badger.DB { return s.db }
+
+// update runs fn in a read-write transaction, retrying on conflict. fn must
+// reset any state it captures, since it may run more than once.
+func (s *Store) update(fn func(txn *badger.Txn) error) error {
+	var err error
+	for range maxConflictRetries {
+		err = s.db.Update(fn)
+		if !errors.Is(err, badger.ErrConflict) {
+			return err
+		}
+	}
+	return err
+}
