@@ -33,13 +33,10 @@ const appID = "echo3d_webhooks"
 
 // Defaults of the app's options.
 const (
-	defaultTimeout       = 15 * time.Second
 	defaultSecretOverlap = 24 * time.Hour
 	// stopGrace bounds how long Stop waits for in-flight attempts; the
 	// ones still running keep their lease and are retried after it.
 	stopGrace = 5 * time.Second
-	// leaseMargin is added to the attempt timeout to form the claim lease.
-	leaseMargin = 5 * time.Second
 )
 
 // App owns the webhook store (Badger) and the delivery workers. Handlers
@@ -132,7 +129,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.handle = val.(*storeHandle)
 
 	if a.Timeout <= 0 {
-		a.Timeout = caddy.Duration(defaultTimeout)
+		a.Timeout = caddy.Duration(sink.DefaultTimeout)
 	}
 	if a.SecretOverlap == 0 {
 		a.SecretOverlap = caddy.Duration(defaultSecretOverlap)
@@ -167,7 +164,6 @@ func (a *App) Provision(ctx caddy.Context) error {
 		Client:     sink.NewClient(sink.ClientOptions{Policy: a.policy, RootCAs: roots}),
 		Schedule:   schedule,
 		Timeout:    time.Duration(a.Timeout),
-		Lease:      time.Duration(a.Timeout) + leaseMargin,
 		Workers:    a.Workers,
 		PerWebhook: a.PerWebhook,
 		UserAgent:  "caddy-echo3d-webhooks/" + version(),

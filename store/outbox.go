@@ -213,6 +213,11 @@ func (s *Store) keepEvent(txn *badger.Txn, ev *Event) error {
 	return nil
 }
 
+// errTaken reports that another claimer (or Complete) moved a candidate
+// first. ClaimDue then leaves that webhook's later candidates alone, so they
+// cannot overtake it.
+var errTaken = errors.New("queue entry taken")
+
 // claimBatchHook, if set (by tests), runs inside ClaimDue's batch
 // transaction just before it commits.
 var claimBatchHook func()
@@ -247,11 +252,21 @@ func (s *Store) ClaimDue(now time.Time, lease time.Duration, limit int, accept f
 	}
 
 	// Fast path: claim all in one transaction.
+	// A webhook whose earlier delivery could not be claimed gets none of
+	// its later ones in this call, so deliveries never overtake each other.
 	var claimed []Claimed
 	err = s.db.Update(func(txn *badger.Txn) error {
 		claimed = claimed[:0]
+		skip := map[string]bool{}
 		for _, c := range cands {
+			if skip[c.webhookID] {
+				continue
+			}
 			cl, ok, err := s.claim(txn, c, now, lease)
+			if errors.Is(err, errTaken) {
+				skip[c.webhookID] = true
+				continue
+			}
 			if err != nil {
 				return err
 			}
@@ -274,7 +289,11 @@ func (s *Store) ClaimDue(now time.Time, lease time.Duration, limit int, accept f
 	// Another claimer (or Complete) got to some of them first: claim one
 	// at a time, skipping those taken.
 	claimed = claimed[:0]
+	skip := map[string]bool{}
 	for _, c := range cands {
+		if skip[c.webhookID] {
+			continue
+		}
 		var cl Claimed
 		var ok bool
 		err := s.db.Update(func(txn *badger.Txn) error {
@@ -282,7 +301,8 @@ func (s *Store) ClaimDue(now time.Time, lease time.Duration, limit int, accept f
 			cl, ok, err = s.claim(txn, c, now, lease)
 			return err
 		})
-		if errors.Is(err, badger.ErrConflict) {
+		if errors.Is(err, badger.ErrConflict) || errors.Is(err, errTaken) {
+			skip[c.webhookID] = true
 			continue
 		}
 		if err != nil {
@@ -345,7 +365,7 @@ func (s *Store) dueCandidates(now time.Time, limit int, accept func(string) bool
 func (s *Store) claim(txn *badger.Txn, c candidate, now time.Time, lease time.Duration) (Claimed, bool, error) {
 	if _, err := txn.Get(c.key); err != nil {
 		if errors.Is(err, badger.ErrKeyNotFound) {
-			return Claimed{}, false, nil // claimed or completed meanwhile
+			return Claimed{}, false, errTaken // claimed or completed meanwhile
 		}
 		return Claimed{}, false, fmt.Errorf("reading queue entry: %w", err)
 	}

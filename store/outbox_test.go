@@ -339,11 +339,15 @@ func TestClaimDueConcurrent(t *testing.T) {
 
 // TestClaimDueConflict makes another claimer commit while ClaimDue's batch
 // transaction is open: the batch conflicts and ClaimDue falls back to
-// claiming one at a time, skipping what the other took.
+// claiming one at a time. The other took the webhook's first delivery, so
+// this call leaves its later ones alone rather than let them overtake it;
+// a delivery of another webhook is still claimed.
 func TestClaimDueConflict(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, s *Store) {
 		mustCreate(t, s, testWebhook("wh1", "k", t0, "create"))
 		ds := mustEnqueue(t, s, testEvent("e1", "k", "create"), testEvent("e2", "k", "create"), testEvent("e3", "k", "create"))
+		mustCreate(t, s, testWebhook("wh2", "k2", t0.Add(time.Second), "create"))
+		other := mustEnqueue(t, s, testEvent("e4", "k2", "create"))
 
 		var inner []Claimed
 		claimBatchHook = func() {
@@ -356,11 +360,14 @@ func TestClaimDueConflict(t *testing.T) {
 		if want := []string{ds[0].ID}; !slices.Equal(claimedIDs(inner), want) {
 			t.Errorf("inner ClaimDue = %v, want %v", claimedIDs(inner), want)
 		}
-		if want := []string{ds[1].ID, ds[2].ID}; !slices.Equal(claimedIDs(outer), want) {
+		if want := []string{other[0].ID}; !slices.Equal(claimedIDs(outer), want) {
 			t.Errorf("outer ClaimDue = %v, want %v", claimedIDs(outer), want)
 		}
-		if n := queueDepth(t, s); n != 3 {
-			t.Errorf("QueueDepth = %d, want 3", n)
+		if n := queueDepth(t, s); n != 4 {
+			t.Errorf("QueueDepth = %d, want 4", n)
+		}
+		if later := mustClaim(t, s, t0, 10); !slices.Equal(claimedIDs(later), []string{ds[1].ID, ds[2].ID}) {
+			t.Errorf("next ClaimDue = %v, want %v", claimedIDs(later), []string{ds[1].ID, ds[2].ID})
 		}
 	})
 }

@@ -1,0 +1,53 @@
+package sink
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"net"
+	"net/http"
+	"time"
+)
+
+// ClientOptions configures NewClient.
+type ClientOptions struct {
+	Policy              Policy
+	Resolver            *net.Resolver  // nil = net.DefaultResolver
+	RootCAs             *x509.CertPool // nil = the system pool
+	MaxIdleConnsPerHost int            // 0 = 8
+}
+
+// dialTimeout bounds one TCP connect, so that an unreachable address leaves
+// time to try the host's next one within an attempt.
+const dialTimeout = 10 * time.Second
+
+// NewClient returns the HTTP client used for deliveries: it connects only
+// through a Dialer enforcing o.Policy, never uses a proxy from the
+// environment, requires TLS 1.2 or later, speaks HTTP/2 when the receiver
+// does, keeps connections alive, and never follows redirects (a 3xx is
+// returned as the response). It has no overall timeout: callers bound each
+// request with its context.
+func NewClient(o ClientOptions) *http.Client {
+	d := &Dialer{Policy: o.Policy, Resolver: o.Resolver, Timeout: dialTimeout}
+	perHost := o.MaxIdleConnsPerHost
+	if perHost <= 0 {
+		perHost = 8
+	}
+	tr := &http.Transport{
+		Proxy:                  nil,
+		DialContext:            d.DialContext,
+		TLSClientConfig:        &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: o.RootCAs},
+		TLSHandshakeTimeout:    10 * time.Second,
+		ForceAttemptHTTP2:      true,
+		MaxIdleConns:           256,
+		MaxIdleConnsPerHost:    perHost,
+		IdleConnTimeout:        90 * time.Second,
+		ExpectContinueTimeout:  time.Second,
+		MaxResponseHeaderBytes: 64 << 10,
+	}
+	return &http.Client{
+		Transport: tr,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+}

@@ -1,0 +1,613 @@
+package sink
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptrace"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/caddy-echo3d-webhooks/caddy-echo3d-webhooks/store"
+)
+
+// Outcomes reported in Result.Outcome.
+const (
+	OutcomeSucceeded = "succeeded" // 2xx
+	OutcomeRetry     = "retry"     // failed; another attempt is scheduled
+	OutcomeFailed    = "failed"    // failed; no more automatic attempts
+	OutcomeDisabled  = "disabled"  // 410 Gone: the webhook was disabled, the delivery failed
+)
+
+// Defaults of Config.
+const (
+	DefaultTimeout       = 15 * time.Second
+	DefaultWorkers       = 64
+	DefaultPerWebhook    = 4
+	DefaultMaxRetryAfter = time.Hour
+	DefaultUserAgent     = "caddy-echo3d-webhooks"
+	leaseMargin          = 30 * time.Second
+)
+
+const (
+	// pollInterval is the longest the loop sleeps without a wake-up.
+	pollInterval = time.Second
+	// maxResponseBody is how much of a response body is kept.
+	maxResponseBody = 4 << 10
+	// maxDrain is how much more is read, and discarded, so that the
+	// connection can be reused; a longer body closes the connection.
+	maxDrain = 64 << 10
+	// disableReason is recorded on a webhook whose receiver answered 410.
+	disableReason = "410 Gone from receiver"
+)
+
+// orderGrace is how long after an attempt has written its request the next
+// attempt to the same webhook may start without waiting for the response.
+// Bytes written first on one connection are not necessarily handled first
+// when the next request goes out on another (idle) connection, so the next
+// attempt normally waits for the response; a receiver that is slow to
+// answer has long since read the request when the grace ends, and then
+// deliveries to it proceed PerWebhook at a time. A variable for tests.
+var orderGrace = time.Second
+
+// Config configures a Dispatcher. Now and Rand, when set, must be safe for
+// concurrent use (Rand is serialised by the Dispatcher anyway).
+type Config struct {
+	Outbox        Outbox
+	Client        *http.Client     // nil = NewClient(ClientOptions{})
+	Schedule      Schedule         // nil = DefaultSchedule; empty = no retries
+	Timeout       time.Duration    // per attempt, 0 = 15s
+	Lease         time.Duration    // 0 = Timeout + 30s
+	Workers       int              // global max in-flight attempts, 0 = 64
+	PerWebhook    int              // max in-flight attempts per webhook, 0 = 4
+	MaxRetryAfter time.Duration    // cap on honoured Retry-After, 0 = 1h
+	UserAgent     string           // "" = "caddy-echo3d-webhooks"
+	Logger        *zap.Logger      // nil = nop
+	Now           func() time.Time // nil = time.Now
+	Rand          func() float64   // nil = math/rand/v2 Float64
+	OnResult      func(Result)     // optional; called after every completed delivery attempt
+}
+
+// Result describes one finished attempt (or a delivery completed without an
+// HTTP attempt, with Attempt 0). It is passed to Config.OnResult.
+type Result struct {
+	DeliveryID, EventID, WebhookID string
+	Attempt                        int           // attempt number, from 1; 0 when no HTTP attempt was made
+	Status                         int           // HTTP status; 0 when no response was received
+	Err                            error         // why no response was received (or why no attempt was made); nil when a response was received
+	Duration                       time.Duration // of the HTTP attempt
+	Outcome                        string        // OutcomeSucceeded, OutcomeRetry, OutcomeFailed or OutcomeDisabled
+	NextAttemptAt                  time.Time     // when Outcome is OutcomeRetry
+}
+
+// Dispatcher leases due deliveries from an Outbox and delivers them, at
+// most Workers at a time and at most PerWebhook at a time to one webhook.
+// Attempts to one webhook start in the order they were claimed: an attempt
+// starts only once the previous one to the same webhook has received its
+// response headers, failed, or written its request at least orderGrace (1s)
+// ago. A receiver that answers promptly thus handles deliveries in claim
+// order (Upload before Processed), and a slow one still gets up to
+// PerWebhook concurrent attempts.
+type Dispatcher struct {
+	out           Outbox
+	client        *http.Client
+	schedule      Schedule
+	timeout       time.Duration
+	lease         time.Duration
+	workers       int
+	perWebhook    int
+	maxRetryAfter time.Duration
+	userAgent     string
+	log           *zap.Logger
+	now           func() time.Time
+	rnd           func() float64
+	onResult      func(Result)
+	grace         time.Duration // orderGrace when New ran
+
+	wakeCh   chan struct{}
+	stopCh   chan struct{}
+	loopDone chan struct{}
+	base     context.Context
+	cancel   context.CancelFunc
+
+	startOnce sync.Once
+	stopOnce  sync.Once
+	attempts  sync.WaitGroup
+
+	mu       sync.Mutex
+	inflight int                 // attempts launched and not finished
+	lanes    map[string]*lane    // by webhook id, while it has attempts in flight
+	active   map[string]struct{} // delivery ids in flight
+}
+
+// lane is the per-webhook state of the Dispatcher.
+type lane struct {
+	inflight int
+	// gate is closed once the most recently launched attempt of this
+	// webhook has written its request or ended; the next attempt waits
+	// for it.
+	gate chan struct{}
+}
+
+// New returns a Dispatcher; call Start to run it. It panics when
+// c.Outbox is nil.
+func New(c Config) *Dispatcher {
+	if c.Outbox == nil {
+		panic("sink: Config.Outbox is nil")
+	}
+	d := &Dispatcher{
+		out:           c.Outbox,
+		client:        c.Client,
+		schedule:      c.Schedule,
+		timeout:       c.Timeout,
+		lease:         c.Lease,
+		workers:       c.Workers,
+		perWebhook:    c.PerWebhook,
+		maxRetryAfter: c.MaxRetryAfter,
+		userAgent:     c.UserAgent,
+		log:           c.Logger,
+		now:           c.Now,
+		onResult:      c.OnResult,
+		grace:         orderGrace,
+		wakeCh:        make(chan struct{}, 1),
+		stopCh:        make(chan struct{}),
+		loopDone:      make(chan struct{}),
+		lanes:         make(map[string]*lane),
+		active:        make(map[string]struct{}),
+	}
+	if d.client == nil {
+		d.client = NewClient(ClientOptions{})
+	}
+	if d.schedule == nil {
+		d.schedule = DefaultSchedule
+	}
+	if d.timeout <= 0 {
+		d.timeout = DefaultTimeout
+	}
+	if d.lease <= 0 {
+		d.lease = d.timeout + leaseMargin
+	}
+	if d.workers <= 0 {
+		d.workers = DefaultWorkers
+	}
+	if d.perWebhook <= 0 {
+		d.perWebhook = DefaultPerWebhook
+	}
+	if d.maxRetryAfter <= 0 {
+		d.maxRetryAfter = DefaultMaxRetryAfter
+	}
+	if d.userAgent == "" {
+		d.userAgent = DefaultUserAgent
+	}
+	if d.log == nil {
+		d.log = zap.NewNop()
+	}
+	if d.now == nil {
+		d.now = time.Now
+	}
+	if c.Rand == nil {
+		d.rnd = rand.Float64
+	} else {
+		var mu sync.Mutex
+		d.rnd = func() float64 {
+			mu.Lock()
+			defer mu.Unlock()
+			return c.Rand()
+		}
+	}
+	d.base, d.cancel = context.WithCancel(context.Background())
+	return d
+}
+
+// Start runs the dispatcher's loop in the background and returns at once.
+// Calls after the first, or after Stop, do nothing.
+func (d *Dispatcher) Start() {
+	d.startOnce.Do(func() {
+		go d.loop()
+	})
+}
+
+// Notify wakes the loop to look for due deliveries now, typically after
+// an enqueue. It never blocks and may be called at any time, before Start
+// and after Stop included.
+func (d *Dispatcher) Notify() {
+	select {
+	case d.wakeCh <- struct{}{}:
+	default:
+	}
+}
+
+// Stop stops claiming deliveries and waits for the attempts in flight to
+// finish, or for ctx to be done. Attempts still running then are cancelled
+// without being recorded: they keep their lease and are delivered again
+// once it expires. Stop is idempotent; it returns ctx.Err() when it gave
+// up waiting.
+func (d *Dispatcher) Stop(ctx context.Context) error {
+	d.stopOnce.Do(func() { close(d.stopCh) })
+	// Without a running loop, make a later Start a no-op and the loop count
+	// as done.
+	d.startOnce.Do(func() { close(d.loopDone) })
+	select {
+	case <-d.loopDone:
+	case <-ctx.Done():
+		d.cancel()
+		return ctx.Err()
+	}
+	done := make(chan struct{})
+	go func() {
+		d.attempts.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		d.cancel()
+		return nil
+	case <-ctx.Done():
+		d.cancel()
+		return ctx.Err()
+	}
+}
+
+func (d *Dispatcher) loop() {
+	defer close(d.loopDone)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		select {
+		case <-d.stopCh:
+			return
+		default:
+		}
+		timer.Reset(d.iterate())
+		select {
+		case <-d.stopCh:
+			return
+		case <-d.wakeCh:
+		case <-timer.C:
+		}
+	}
+}
+
+// iterate claims and launches what it can, and returns how long to sleep
+// unless woken.
+func (d *Dispatcher) iterate() (wait time.Duration) {
+	defer func() {
+		if r := recover(); r != nil {
+			d.log.Error("panic in webhook dispatcher loop", zap.Any("panic", r), zap.Stack("stack"))
+			wait = pollInterval
+		}
+	}()
+
+	d.mu.Lock()
+	free := d.workers - d.inflight
+	d.mu.Unlock()
+	if free <= 0 {
+		return pollInterval // a finishing attempt wakes the loop
+	}
+
+	// accept reserves capacity for each candidate it accepts; reservations
+	// are dropped once ClaimDue returns, the launched attempts replacing
+	// them. A rejection is final for the rest of the scan: capacity freed
+	// meanwhile must not let a later delivery of a webhook overtake an
+	// earlier one that was turned down.
+	reserved := make(map[string]int)
+	reservedTotal := 0
+	rejected := make(map[string]bool)
+	full := false
+	accept := func(webhookID string) bool {
+		if full || rejected[webhookID] {
+			return false
+		}
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.inflight+reservedTotal >= d.workers {
+			full = true
+			return false
+		}
+		n := reserved[webhookID]
+		if l := d.lanes[webhookID]; l != nil {
+			n += l.inflight
+		}
+		if n >= d.perWebhook {
+			rejected[webhookID] = true
+			return false
+		}
+		reserved[webhookID]++
+		reservedTotal++
+		return true
+	}
+
+	now := d.now()
+	claims, err := d.out.ClaimDue(now, d.lease, free, accept)
+	if err != nil {
+		d.log.Error("claiming due webhook deliveries", zap.Error(err))
+		return pollInterval
+	}
+	for i := range claims {
+		d.launch(claims[i])
+	}
+
+	next, ok, err := d.out.NextDue()
+	switch {
+	case err != nil:
+		d.log.Error("reading next webhook delivery due time", zap.Error(err))
+		return pollInterval
+	case !ok:
+		return pollInterval
+	case !next.After(now):
+		// Due when we claimed but not claimed: its webhook (or every
+		// worker) is busy. A finishing attempt wakes the loop.
+		return pollInterval
+	}
+	return min(max(next.Sub(d.now()), 0), pollInterval)
+}
+
+// launch starts the attempt of one claimed delivery in its own goroutine.
+func (d *Dispatcher) launch(c store.Claimed) {
+	id, wh := c.Delivery.ID, c.Delivery.WebhookID
+	d.mu.Lock()
+	if _, dup := d.active[id]; dup {
+		// Leased again while still in flight (its lease expired while it
+		// waited for its turn): the running attempt completes it.
+		d.mu.Unlock()
+		d.log.Debug("webhook delivery already in flight", zap.String("delivery_id", id), zap.String("webhook_id", wh))
+		return
+	}
+	d.active[id] = struct{}{}
+	d.inflight++
+	l := d.lanes[wh]
+	if l == nil {
+		l = &lane{}
+		d.lanes[wh] = l
+	}
+	l.inflight++
+	prev := l.gate
+	gate := make(chan struct{})
+	l.gate = gate
+	d.mu.Unlock()
+
+	d.attempts.Add(1)
+	go d.run(c, prev, gate)
+}
+
+// run waits for the previous attempt to the same webhook to open its gate
+// (see Dispatcher), then makes this one.
+func (d *Dispatcher) run(c store.Claimed, prev <-chan struct{}, gate chan struct{}) {
+	var once sync.Once
+	release := func() { once.Do(func() { close(gate) }) }
+	defer func() {
+		if r := recover(); r != nil {
+			d.log.Error("panic in webhook delivery",
+				zap.String("delivery_id", c.Delivery.ID),
+				zap.String("event_id", c.Delivery.EventID),
+				zap.String("webhook_id", c.Delivery.WebhookID),
+				zap.Any("panic", r), zap.Stack("stack"))
+		}
+		release()
+		d.finish(c.Delivery)
+		d.attempts.Done()
+		d.Notify()
+	}()
+	if prev != nil {
+		select {
+		case <-prev:
+		case <-d.base.Done():
+			return // stopping: leave it leased
+		}
+	}
+	d.deliver(c, release)
+}
+
+func (d *Dispatcher) finish(dl store.Delivery) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.active, dl.ID)
+	d.inflight--
+	if l := d.lanes[dl.WebhookID]; l != nil {
+		l.inflight--
+		if l.inflight <= 0 {
+			delete(d.lanes, dl.WebhookID)
+		}
+	}
+}
+
+// errStopped marks an attempt cut short by Stop.
+var errStopped = errors.New("dispatcher stopped")
+
+// deliver makes one attempt of a claimed delivery and completes it.
+// release opens the gate of the next attempt to the webhook: it is called
+// when the response arrives, orderGrace after the request was written, or
+// when the attempt ends, whichever comes first.
+func (d *Dispatcher) deliver(c store.Claimed, release func()) {
+	dl := c.Delivery
+	res := Result{DeliveryID: dl.ID, EventID: dl.EventID, WebhookID: dl.WebhookID}
+
+	if c.Webhook == nil || !c.Webhook.Enabled {
+		reason := "webhook disabled"
+		if c.Webhook == nil {
+			reason = "webhook deleted"
+		}
+		res.Err = errors.New(reason)
+		res.Outcome = OutcomeFailed
+		d.complete(dl.ID, nil, store.Outcome{State: store.StateFailed}, d.now(), res, zapcore.InfoLevel, "webhook delivery dropped")
+		return
+	}
+
+	res.Attempt = dl.Attempts + 1
+	at := d.now()
+	started := time.Now()
+	status, body, header, err := d.send(c, release)
+	res.Duration = time.Since(started)
+	if errors.Is(err, errStopped) {
+		return // leave it leased; it is attempted again after the lease
+	}
+	end := d.now()
+	res.Status, res.Err = status, err
+
+	att := &store.Attempt{
+		DeliveryID:   dl.ID,
+		EventID:      dl.EventID,
+		WebhookID:    dl.WebhookID,
+		Number:       res.Attempt,
+		At:           at,
+		Duration:     res.Duration,
+		Status:       status,
+		ResponseBody: body,
+	}
+	if err != nil {
+		att.Error = err.Error()
+	}
+
+	var out store.Outcome
+	level, msg := zapcore.InfoLevel, "webhook delivery failed, will retry"
+	switch {
+	case err == nil && status >= 200 && status < 300:
+		out.State = store.StateSucceeded
+		res.Outcome = OutcomeSucceeded
+		level, msg = zapcore.DebugLevel, "webhook delivered"
+	case err == nil && status == http.StatusGone:
+		if derr := d.out.DisableWebhook(c.Webhook.ID, disableReason); derr != nil {
+			d.log.Error("disabling webhook after 410 Gone", zap.String("webhook_id", c.Webhook.ID), zap.Error(derr))
+		}
+		out.State = store.StateFailed
+		res.Outcome = OutcomeDisabled
+		level, msg = zapcore.WarnLevel, "webhook receiver answered 410 Gone; webhook disabled"
+	default:
+		delay, ok := d.schedule.Delay(res.Attempt, d.rnd)
+		if !ok {
+			out.State = store.StateFailed
+			res.Outcome = OutcomeFailed
+			level, msg = zapcore.WarnLevel, "webhook delivery failed, no attempts left"
+			break
+		}
+		if err == nil && (status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable) {
+			if ra, ok := RetryAfter(header, end); ok {
+				ra = min(ra, d.maxRetryAfter)
+				delay = max(delay, ra)
+			}
+		}
+		out.State = store.StatePending
+		out.NextAttemptAt = end.Add(delay)
+		res.Outcome = OutcomeRetry
+		res.NextAttemptAt = out.NextAttemptAt
+	}
+	d.complete(dl.ID, att, out, end, res, level, msg)
+}
+
+// complete records the outcome, logs it and reports it.
+func (d *Dispatcher) complete(id string, att *store.Attempt, out store.Outcome, now time.Time, res Result, level zapcore.Level, msg string) {
+	if err := d.out.Complete(id, att, out, now); err != nil {
+		d.log.Error("recording webhook delivery attempt",
+			zap.String("delivery_id", res.DeliveryID),
+			zap.String("webhook_id", res.WebhookID),
+			zap.Int("attempt", res.Attempt),
+			zap.Error(err))
+	}
+	if ce := d.log.Check(level, msg); ce != nil {
+		fields := []zap.Field{
+			zap.String("delivery_id", res.DeliveryID),
+			zap.String("event_id", res.EventID),
+			zap.String("webhook_id", res.WebhookID),
+			zap.Int("attempt", res.Attempt),
+			zap.Int("status", res.Status),
+			zap.Duration("duration", res.Duration),
+			zap.String("outcome", res.Outcome),
+		}
+		if res.Err != nil {
+			fields = append(fields, zap.String("error", res.Err.Error()))
+		}
+		if !res.NextAttemptAt.IsZero() {
+			fields = append(fields, zap.Time("next_attempt_at", res.NextAttemptAt))
+		}
+		ce.Write(fields...)
+	}
+	if d.onResult != nil {
+		d.onResult(res)
+	}
+}
+
+// send POSTs the event to the webhook, signed. It returns the response
+// status, the start of its body and its header, or the error that kept a
+// response from arriving (errStopped when Stop cut it short).
+func (d *Dispatcher) send(c store.Claimed, release func()) (int, string, http.Header, error) {
+	defer release()
+	wh := c.Webhook
+	u, err := url.Parse(wh.URL)
+	if err != nil {
+		return 0, "", nil, errors.New("webhook url is not a valid URL")
+	}
+	if u.Scheme != "https" {
+		return 0, "", nil, errors.New("webhook url must use https")
+	}
+	ts := d.now()
+	sig, err := SignAll(wh.SigningSecrets(ts), c.Delivery.ID, ts, c.Event.Payload)
+	if err != nil {
+		return 0, "", nil, fmt.Errorf("cannot sign: %w", err)
+	}
+
+	ctx, cancel := context.WithTimeout(d.base, d.timeout)
+	defer cancel()
+	var graceMu sync.Mutex
+	var grace *time.Timer
+	defer func() {
+		graceMu.Lock()
+		if grace != nil {
+			grace.Stop()
+		}
+		graceMu.Unlock()
+	}()
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		WroteRequest: func(info httptrace.WroteRequestInfo) {
+			if info.Err != nil {
+				release()
+				return
+			}
+			graceMu.Lock()
+			if grace == nil {
+				grace = time.AfterFunc(d.grace, release)
+			}
+			graceMu.Unlock()
+		},
+		GotFirstResponseByte: release,
+	})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, wh.URL, bytes.NewReader(c.Event.Payload))
+	if err != nil {
+		return 0, "", nil, errors.New("webhook url is not a valid URL")
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", d.userAgent)
+	// Lower-case names, as the Standard Webhooks specification writes them.
+	req.Header["webhook-id"] = []string{c.Delivery.ID}
+	req.Header["webhook-timestamp"] = []string{strconv.FormatInt(ts.Unix(), 10)}
+	req.Header["webhook-signature"] = []string{sig}
+
+	resp, err := d.client.Do(req)
+	if err != nil {
+		switch {
+		case d.base.Err() != nil:
+			return 0, "", nil, errStopped
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			return 0, "", nil, fmt.Errorf("timeout after %s", d.timeout)
+		}
+		// Drop the "Post <url>:" wrapper: the URL may hold a token.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return 0, "", nil, err
+	}
+	defer resp.Body.Close()
+	buf, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
+	_, _ = io.CopyN(io.Discard, resp.Body, maxDrain)
+	return resp.StatusCode, strings.ToValidUTF8(string(buf), "\uFFFD"), resp.Header, nil
+}
