@@ -873,6 +873,7 @@ func (o *orderTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	o.mu.Unlock()
 	time.Sleep(delay) // injected latency, not synchronisation
 	o.mu.Lock()
+	//lint:ignore SA1008 the dispatcher sends the spec's lower-case name as is
 	o.ids = append(o.ids, r.Header["webhook-id"][0])
 	o.mu.Unlock()
 	return o.base.RoundTrip(r)
