@@ -6,8 +6,6 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-
-	"github.com/caddyserver/caddy/v2/caddytest"
 )
 
 // TestAdminAPI drives every admin route through a real Caddy admin
@@ -17,7 +15,7 @@ func TestAdminAPI(t *testing.T) {
 	rc := newReceiver(t)
 	upstream := httptest.NewServer(http.NotFoundHandler())
 	defer upstream.Close()
-	tester := caddytest.NewTester(t)
+	tester := newTester(t)
 	load(t, tester, siteConfig(`
 		storage memory
 		allow_private_targets
@@ -159,7 +157,7 @@ func TestAdminAPI(t *testing.T) {
 func TestPrivateTargetsRefused(t *testing.T) {
 	upstream := httptest.NewServer(http.NotFoundHandler())
 	defer upstream.Close()
-	tester := caddytest.NewTester(t)
+	tester := newTester(t)
 	load(t, tester, siteConfig("\t\tstorage memory", upstream.Listener.Addr().String()))
 	for _, u := range []string{"https://127.0.0.1/h", "https://localhost:8443/h", "https://[::1]/h", "https://169.254.169.254/latest", "https://10.1.2.3/h"} {
 		status, body := adminCall(t, http.MethodPost, "/echo3d/webhooks", map[string]any{

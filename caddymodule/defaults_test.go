@@ -8,8 +8,6 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/caddyserver/caddy/v2/caddytest"
 )
 
 // TestDirectiveAloneUsesDefaults loads a config with the directive and no
@@ -24,20 +22,17 @@ func TestDirectiveAloneUsesDefaults(t *testing.T) {
 	t.Setenv("XDG_DATA_HOME", data)
 	upstream := okUpstream()
 	defer upstream.Close()
-	tester := caddytest.NewTester(t)
+	tester := newTester(t)
 	load(t, tester, fmt.Sprintf(`{
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	grace_period 1ns
+	%s
 }
-http://localhost:9080 {
+%s {
 	echo3d_webhooks {
 		delete_params assetIds
 	}
 	reverse_proxy %s
 }
-`, upstream.Listener.Addr()))
+`, globalHead(), proxyURL, upstream.Listener.Addr()))
 
 	hook := createWebhook(t, "defaults", "https://receiver.invalid/hook", "defaults-key", "Delete")
 	if _, err := os.Stat(filepath.Join(data, "caddy", "echo3d_webhooks")); err != nil {

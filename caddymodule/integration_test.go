@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"sort"
 	"strings"
 	"testing"
@@ -20,33 +22,67 @@ import (
 	"github.com/caddy-echo3d-webhooks/caddy-echo3d-webhooks/internal/echo3dtest"
 )
 
-const (
-	adminURL   = "http://localhost:2999"
-	proxyURL   = "http://localhost:9080"
-	waitWithin = 15 * time.Second
+// waitWithin bounds every wait for a delivery.
+const waitWithin = 15 * time.Second
+
+// The in-process Caddy's ports, picked free at start so that several test
+// processes can run side by side.
+var (
+	adminPort, httpPort, httpsPort int
+	adminURL, proxyURL             string
 )
 
+func TestMain(m *testing.M) {
+	var err error
+	for _, p := range []*int{&adminPort, &httpPort, &httpsPort} {
+		if *p, err = pickPort(); err != nil {
+			fmt.Fprintln(os.Stderr, "picking a free port:", err)
+			os.Exit(1)
+		}
+	}
+	adminURL = fmt.Sprintf("http://localhost:%d", adminPort)
+	proxyURL = fmt.Sprintf("http://localhost:%d", httpPort)
+	os.Exit(m.Run())
+}
+
+// pickPort returns a loopback port that was free a moment ago.
+func pickPort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// newTester returns a caddytest tester bound to this process's admin port.
+func newTester(t *testing.T) *caddytest.Tester {
+	return caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: adminPort})
+}
+
+// globalHead is the start of every test config's global options block.
+func globalHead() string {
+	return fmt.Sprintf("admin localhost:%d\n\thttp_port %d\n\thttps_port %d\n\tgrace_period 1ns", adminPort, httpPort, httpsPort)
+}
+
 // baseConfig is loaded after each test so the store it used is released.
-const baseConfig = `{
-	admin localhost:2999
-}`
+func baseConfig() string {
+	return fmt.Sprintf("{\n\tadmin localhost:%d\n}\n", adminPort)
+}
 
 // siteConfig returns a Caddyfile with the plugin in front of upstream.
 func siteConfig(globalOpts, upstream string) string {
 	return fmt.Sprintf(`{
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	grace_period 1ns
+	%s
 	echo3d_webhooks {
 %s
 	}
 }
-http://localhost:9080 {
+%s {
 	echo3d_webhooks
 	reverse_proxy %s
 }
-`, globalOpts, upstream)
+`, globalHead(), globalOpts, proxyURL, upstream)
 }
 
 // load loads a Caddyfile into the in-process Caddy and, at the end of the
@@ -57,7 +93,7 @@ func load(t *testing.T, tester *caddytest.Tester, cfg string) {
 	if t.Failed() {
 		t.FailNow()
 	}
-	t.Cleanup(func() { tester.InitServer(baseConfig, "caddyfile") })
+	t.Cleanup(func() { tester.InitServer(baseConfig(), "caddyfile") })
 }
 
 // adminCall sends a JSON request to the admin API.
@@ -153,7 +189,7 @@ func TestFixturesEndToEnd(t *testing.T) {
 	defer upstream.Close()
 
 	all, deletes, other := newReceiver(t), newReceiver(t), newReceiver(t)
-	tester := caddytest.NewTester(t)
+	tester := newTester(t)
 	load(t, tester, siteConfig(fmt.Sprintf(`
 		storage memory
 		retry 50ms 100ms

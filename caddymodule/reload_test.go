@@ -12,7 +12,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
-	"github.com/caddyserver/caddy/v2/caddytest"
 
 	"github.com/caddy-echo3d-webhooks/caddy-echo3d-webhooks/events"
 )
@@ -56,7 +55,7 @@ func TestReloadKeepsStore(t *testing.T) {
 		allow_private_targets
 		trusted_ca_file %s`, dir, timeout, writeCA(t, rc))
 	}
-	tester := caddytest.NewTester(t)
+	tester := newTester(t)
 	load(t, tester, siteConfig(opts("5s"), upstream.Listener.Addr().String()))
 	hook := createWebhook(t, "kept", rc.url("/kept"), "reload-key", "CollectionMetadataAdd")
 	postMetadata(t, "reload-key", "before", "reload")

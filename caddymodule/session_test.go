@@ -12,8 +12,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
-
 	"github.com/caddy-echo3d-webhooks/caddy-echo3d-webhooks/events"
 	"github.com/caddy-echo3d-webhooks/caddy-echo3d-webhooks/internal/echo3dtest"
 )
@@ -84,7 +82,7 @@ func TestSessionAgainstFakeEcho3D(t *testing.T) {
 	upstream := httptest.NewServer(fake)
 	defer upstream.Close()
 	rc := newReceiver(t)
-	tester := caddytest.NewTester(t)
+	tester := newTester(t)
 	load(t, tester, siteConfig(`
 		storage memory
 		retry 50ms
