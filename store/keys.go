@@ -18,6 +18,7 @@ import (
 //	dl/<deliveryID>                           JSON Delivery (TTL once finished)
 //	q/<due nanos><seq>                        "<deliveryID>/<webhookID>"; one per pending delivery
 //	at/<webhookID>/<^at nanos><^attempt seq>  JSON Attempt (TTL); newest first
+//	ls/<deliveryID>                           empty; the delivery is leased to a dispatcher
 //	seq/delivery, seq/attempt                 Badger sequences
 const (
 	prefixWebhook      = "wh/"
@@ -26,6 +27,7 @@ const (
 	prefixDelivery     = "dl/"
 	prefixQueue        = "q/"
 	prefixAttempt      = "at/"
+	prefixLease        = "ls/"
 
 	keyDeliverySeq = "seq/delivery"
 	keyAttemptSeq  = "seq/attempt"
@@ -43,6 +45,8 @@ func webhookKey(id string) []byte { return []byte(prefixWebhook + id) }
 func eventKey(id string) []byte { return []byte(prefixEvent + id) }
 
 func deliveryKey(id string) []byte { return []byte(prefixDelivery + id) }
+
+func leaseKey(deliveryID string) []byte { return []byte(prefixLease + deliveryID) }
 
 // eventPendingPrefix is the prefix of the pending markers of one event.
 func eventPendingPrefix(eventID string) []byte {

@@ -401,6 +401,9 @@ func (s *Store) claim(txn *badger.Txn, c candidate, now time.Time, lease time.Du
 	if err := txn.Set(queueKey(d.NextAttemptAt, d.Seq), queueValue(d.ID, d.WebhookID)); err != nil {
 		return Claimed{}, false, fmt.Errorf("writing queue entry: %w", err)
 	}
+	if err := txn.Set(leaseKey(d.ID), nil); err != nil {
+		return Claimed{}, false, fmt.Errorf("writing lease marker: %w", err)
+	}
 	cl := Claimed{Delivery: d, Event: ev}
 	if w, ok := s.index.Load().byID[d.WebhookID]; ok {
 		cl.Webhook = w.clone()
@@ -443,6 +446,9 @@ func (s *Store) Complete(deliveryID string, attempt *Attempt, out Outcome, now t
 			d.LastError = a.Error
 		}
 		d.UpdatedAt = now
+		if err := deleteKey(txn, leaseKey(d.ID)); err != nil {
+			return err
+		}
 
 		if d.State != StatePending {
 			return setJSON(txn, deliveryKey(d.ID), "delivery "+d.ID, &d, s.recordTTL)
@@ -601,4 +607,58 @@ func (s *Store) GetEvent(id string) (Event, error) {
 		return Event{}, err
 	}
 	return ev, nil
+}
+
+// releaseLeases makes every leased delivery due at now. It runs when the
+// store opens: Badger's directory lock guarantees that no other process has
+// the store, so any lease found then was held by a process that died (or
+// stopped mid-attempt) and nobody is delivering it. Without this, such
+// deliveries would wait for their lease to run out.
+func (s *Store) releaseLeases(now time.Time) error {
+	var ids []string
+	err := s.db.View(func(txn *badger.Txn) error {
+		prefix := []byte(prefixLease)
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: prefix})
+		defer it.Close()
+		for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+			ids = append(ids, string(it.Item().Key()[len(prefix):]))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("listing leases: %w", err)
+	}
+	for _, id := range ids {
+		err := s.update(func(txn *badger.Txn) error {
+			if err := deleteKey(txn, leaseKey(id)); err != nil {
+				return err
+			}
+			var d Delivery
+			err := getJSON(txn, deliveryKey(id), "delivery "+id, &d)
+			if errors.Is(err, ErrNotFound) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if d.State != StatePending || !d.NextAttemptAt.After(now) {
+				return nil
+			}
+			if err := deleteKey(txn, queueKey(d.NextAttemptAt, d.Seq)); err != nil {
+				return err
+			}
+			d.NextAttemptAt = now
+			if err := setJSON(txn, deliveryKey(d.ID), "delivery "+d.ID, &d, 0); err != nil {
+				return err
+			}
+			if err := txn.Set(queueKey(d.NextAttemptAt, d.Seq), queueValue(d.ID, d.WebhookID)); err != nil {
+				return fmt.Errorf("writing queue entry: %w", err)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("releasing lease of delivery %s: %w", id, err)
+		}
+	}
+	return nil
 }

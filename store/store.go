@@ -129,7 +129,7 @@ func (s *Store) init() error {
 		return err
 	}
 	s.index.Store(newWebhookIndex(hooks))
-	return nil
+	return s.releaseLeases(time.Now())
 }
 
 // isLockError reports whether err is Badger's directory-lock failure. Badger
