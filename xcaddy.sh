@@ -7,6 +7,8 @@
 #   ./xcaddy.sh test    gofmt, go vet, staticcheck, then every test with -race
 #   ./xcaddy.sh smoke   build, then check the modules are in the binary and
 #                       that Caddyfile.example adapts and validates
+#   ./xcaddy.sh bench   build, then compare the plugin with plain reverse_proxy
+#                       (extra arguments go to `go run ./bench`)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -66,8 +68,13 @@ run)
 	;;
 test) run_tests ;;
 smoke) smoke ;;
+bench)
+	build
+	shift
+	go run ./bench -caddy ./bin/caddy "$@"
+	;;
 *)
-	sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
 	exit 2
 	;;
 esac

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// caddyProc is the Caddy under test, with one site that has the plugin and
+// one with plain reverse_proxy, both in front of the same upstream.
+type caddyProc struct {
+	cmd       *exec.Cmd
+	adminURL  string
+	pluginURL string
+	plainURL  string
+	logs      *bytes.Buffer
+}
+
+func freePort() int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(err, "picking a port")
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func startCaddy(bin, dir, upstreamAddr, caFile string) *caddyProc {
+	admin, plugin, plain := freePort(), freePort(), freePort()
+	cfg := fmt.Sprintf(`{
+	admin localhost:%d
+	persist_config off
+	log default {
+		level ERROR
+	}
+	echo3d_webhooks {
+		storage %s
+		retry 1s 5s 30s
+		timeout 10s
+		allow_private_targets
+		trusted_ca_file %s
+	}
+}
+http://:%d {
+	echo3d_webhooks
+	reverse_proxy %s
+}
+http://:%d {
+	reverse_proxy %s
+}
+`, admin, filepath.Join(dir, "store"), caFile, plugin, upstreamAddr, plain, upstreamAddr)
+	path := filepath.Join(dir, "Caddyfile")
+	must(os.WriteFile(path, []byte(cfg), 0o600), "writing Caddyfile")
+	cmd := exec.Command(bin, "run", "--config", path, "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(dir, "data"), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"))
+	logs := new(bytes.Buffer)
+	cmd.Stdout, cmd.Stderr = logs, logs
+	must(cmd.Start(), "starting caddy")
+	p := &caddyProc{
+		cmd:       cmd,
+		adminURL:  fmt.Sprintf("http://localhost:%d", admin),
+		pluginURL: fmt.Sprintf("http://127.0.0.1:%d", plugin),
+		plainURL:  fmt.Sprintf("http://127.0.0.1:%d", plain),
+		logs:      logs,
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(p.adminURL + "/config/")
+		if err == nil {
+			resp.Body.Close()
+			return p
+		}
+		if time.Now().After(deadline) {
+			p.stop()
+			panic("caddy did not start:\n" + logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (p *caddyProc) stop() {
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { _ = p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// createWebhook registers a webhook through the admin API.
+func (p *caddyProc) createWebhook(url, apiKey string, triggers ...string) string {
+	body, _ := json.Marshal(map[string]any{"name": "bench", "url": url, "apiKey": apiKey, "triggers": triggers})
+	resp, err := http.Post(p.adminURL+"/echo3d/webhooks", "application/json", bytes.NewReader(body))
+	must(err, "creating webhook")
+	defer resp.Body.Close()
+	var w struct{ ID string }
+	must(json.NewDecoder(resp.Body).Decode(&w), "reading webhook")
+	if resp.StatusCode != http.StatusCreated {
+		panic(fmt.Sprintf("creating webhook: status %d", resp.StatusCode))
+	}
+	return w.ID
+}
+
+// rssKiB reads the resident set size of the process from /proc.
+func rssKiB(pid int) int64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// sampleRSS samples the process's RSS until stop is closed and returns the
+// peak seen.
+func sampleRSS(pid int, stop <-chan struct{}) <-chan int64 {
+	out := make(chan int64, 1)
+	go func() {
+		peak := rssKiB(pid)
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				out <- peak
+				return
+			case <-t.C:
+				peak = max(peak, rssKiB(pid))
+			}
+		}
+	}()
+	return out
+}

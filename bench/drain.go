@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/caddy-echo3d-webhooks/caddy-echo3d-webhooks/sink"
+	"github.com/caddy-echo3d-webhooks/caddy-echo3d-webhooks/store"
+)
+
+// drain fills a fresh Badger outbox with n events for one webhook, then
+// starts a dispatcher and times how long the receiver takes to get them all.
+func drain(dir string, rc *receiver, n int, roots *x509.CertPool) (int, time.Duration, float64) {
+	st, err := store.Open(store.Options{Dir: filepath.Join(dir, "drain")})
+	must(err, "opening drain store")
+	defer st.Close()
+	secret, err := sink.NewSecret()
+	must(err, "secret")
+	now := time.Now()
+	must(st.CreateWebhook(store.Webhook{
+		ID: "wh_drain", Name: "drain", URL: rc.srv.URL + "/drain", APIKey: "drain-key",
+		Triggers: []string{"Upload"}, Enabled: true, Secret: secret, CreatedAt: now, UpdatedAt: now,
+	}), "creating webhook")
+
+	start := time.Now()
+	const batch = 1000
+	for i := 0; i < n; i += batch {
+		evs := make([]store.Event, 0, batch)
+		for j := i; j < min(i+batch, n); j++ {
+			evs = append(evs, store.Event{
+				ID: fmt.Sprintf("evt_drain_%d", j), Trigger: "Upload", APIKey: "drain-key", CreatedAt: now,
+				Payload: fmt.Appendf(nil, `{"event":"Upload","apiKey":"drain-key","entryIds":["e%d"],"metadataKeys":[],"metadataValues":[]}`, j),
+			})
+		}
+		_, err := st.Enqueue(evs, now)
+		must(err, "enqueue")
+	}
+	enqueueRate := float64(n) / time.Since(start).Seconds()
+
+	base := rc.count.Load()
+	d := sink.New(sink.Config{
+		Outbox: st,
+		Client: sink.NewClient(sink.ClientOptions{Policy: sink.Policy{AllowPrivate: true}, RootCAs: roots}),
+	})
+	start = time.Now()
+	d.Start()
+	deadline := start.Add(10 * time.Minute)
+	for rc.count.Load()-base < int64(n) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = d.Stop(ctx)
+	return int(rc.count.Load() - base), elapsed, enqueueRate
+}

@@ -1,0 +1,247 @@
+// Command bench measures what caddy-echo3d-webhooks costs next to plain
+// reverse_proxy, in the same run, on this machine: throughput and added
+// latency for a non-event call, an event call and a 1 MiB upload; peak
+// memory during a 1 GiB upload; the delivery rate of a 100,000-event backlog
+// and the event latency (upstream response → webhook arrival) at a fixed
+// rate. It prints a Markdown report.
+//
+//	./xcaddy.sh bench            # builds ./bin/caddy, then runs this
+//	go run ./bench -caddy ./bin/caddy [-duration 5s -rounds 3 -conns 32 -rate 2000]
+package main
+
+import (
+	"bytes"
+	"crypto/x509"
+	"flag"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+)
+
+func main() {
+	var (
+		bin      = flag.String("caddy", "./bin/caddy", "Caddy binary with the plugin")
+		duration = flag.Duration("duration", 5*time.Second, "length of one measured round")
+		rounds   = flag.Int("rounds", 3, "rounds per site (alternating plugin and plain)")
+		conns    = flag.Int("conns", 32, "concurrent connections at saturation")
+		rate     = flag.Int("rate", 2000, "requests per second for the fixed-rate runs")
+		bigSize  = flag.Int64("upload-size", 1<<30, "size of the large upload for the memory check")
+		backlog  = flag.Int("backlog", 100000, "events in the delivery backlog")
+		only     = flag.String("only", "", "comma list of phases to run: saturation,fixed,memory,drain (default all)")
+	)
+	flag.Parse()
+	phase := func(name string) bool { return *only == "" || strings.Contains(","+*only+",", ","+name+",") }
+
+	dir, err := os.MkdirTemp("", "echo3d-bench-")
+	must(err, "temp dir")
+	defer os.RemoveAll(dir)
+	up := newUpstream()
+	defer up.srv.Close()
+	rc := newReceiver(up)
+	defer rc.srv.Close()
+	ca, err := rc.writeCA(dir)
+	must(err, "writing CA")
+	cp := startCaddy(*bin, dir, up.srv.Listener.Addr().String(), ca)
+	defer cp.stop()
+	cp.createWebhook(rc.srv.URL+"/hook", "bench-key", "Upload", "Processed", "CollectionMetadataAdd")
+
+	r := &report{}
+	r.linef("# caddy-echo3d-webhooks benchmark\n")
+	r.linef("Machine: %s/%s, %d CPUs, %s. Go %s. Date %s.", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), cpuModel(), runtime.Version(), time.Now().UTC().Format("2006-01-02 15:04 MST"))
+	r.linef("Load generator, fake upstream and HTTPS receiver run on the same machine as Caddy and share its CPUs.")
+	r.linef("Each figure alternates the plugin site and the plain `reverse_proxy` site (%d rounds × %s each).\n", *rounds, *duration)
+
+	c := newClient(*conns)
+	scenarios := []struct {
+		name string
+		mk   request
+	}{
+		{"`GET /query` (no event)", queryRequest},
+		{"`POST /post` (event)", postRequest},
+		{"`POST /upload` 1 MiB multipart (event)", uploadRequest(1 << 20)},
+	}
+	// Warm both sites and the connection pools.
+	for _, base := range []string{cp.pluginURL, cp.plainURL} {
+		closedLoop(c, base, queryRequest, *conns, time.Second)
+	}
+
+	if phase("saturation") {
+		r.linef("## Saturation (%d connections)\n", *conns)
+		r.linef("| Call | plain req/s | plugin req/s | ratio | plain p50 / p99 | plugin p50 / p99 | errors |")
+		r.linef("|---|---|---|---|---|---|---|")
+		var keepPace string
+		for _, sc := range scenarios {
+			before := rc.count.Load()
+			plain, plugin := alternate(*rounds, func(base string) runResult {
+				return closedLoop(c, base, sc.mk, *conns, *duration)
+			}, cp)
+			r.linef("| %s | %.0f | %.0f | **%.1f %%** | %s / %s | %s / %s | %d |", sc.name, plain.rps(), plugin.rps(),
+				100*plugin.rps()/plain.rps(), ms(percentile(plain.lat, 50)), ms(percentile(plain.lat, 99)),
+				ms(percentile(plugin.lat, 50)), ms(percentile(plugin.lat, 99)), plain.errors+plugin.errors)
+			if !strings.Contains(sc.name, "/post") {
+				continue
+			}
+			// Did the deliveries keep pace with the events?
+			events := plugin.requests - plugin.errors
+			loadEnd := time.Now()
+			for rc.count.Load()-before < events && time.Since(loadEnd) < time.Minute {
+				time.Sleep(10 * time.Millisecond)
+			}
+			keepPace = fmt.Sprintf("During the `POST /post` rounds the plugin site derived %d events (%.0f/s); the last was delivered %s after the load stopped (%d of %d delivered).",
+				events, float64(events)/plugin.elapsed.Seconds(), time.Since(loadEnd).Round(time.Millisecond), rc.count.Load()-before, events)
+		}
+		r.linef("\n%s", keepPace)
+		r.linef("")
+	}
+
+	if phase("fixed") {
+		r.linef("## Fixed rate (%d req/s)\n", *rate)
+		r.linef("| Call | plain p50 / p99 | plugin p50 / p99 | added p50 / p99 |")
+		r.linef("|---|---|---|---|")
+		for _, sc := range scenarios[:2] {
+			if strings.Contains(sc.name, "/post") {
+				rc.reset()
+			}
+			plain, plugin := alternate(*rounds, func(base string) runResult {
+				return openLoop(c, base, sc.mk, *rate, *duration)
+			}, cp)
+			r.linef("| %s | %s / %s | %s / %s | %s / %s |", sc.name,
+				ms(percentile(plain.lat, 50)), ms(percentile(plain.lat, 99)),
+				ms(percentile(plugin.lat, 50)), ms(percentile(plugin.lat, 99)),
+				ms(percentile(plugin.lat, 50)-percentile(plain.lat, 50)), ms(percentile(plugin.lat, 99)-percentile(plain.lat, 99)))
+		}
+		time.Sleep(2 * time.Second) // let the last deliveries land before reading the latencies
+		lat, _ := rc.snapshot()
+		r.linef("\nEvent latency at %d event calls/s (upstream response → webhook received, %d events): p50 %s, p99 %s.\n",
+			*rate, len(lat), ms(percentile(lat, 50)), ms(percentile(lat, 99)))
+	}
+
+	if phase("memory") {
+		r.linef("## Memory during a %d MiB upload\n", *bigSize>>20)
+		r.linef("| Site | RSS before | peak RSS | added |")
+		r.linef("|---|---|---|---|")
+		for _, site := range []struct{ name, base string }{{"plain", cp.plainURL}, {"plugin", cp.pluginURL}} {
+			before := rssKiB(cp.cmd.Process.Pid)
+			stop := make(chan struct{})
+			peak := sampleRSS(cp.cmd.Process.Pid, stop)
+			body, ct := streamingUpload(*bigSize)
+			req, _ := http.NewRequest(http.MethodPost, site.base+"/upload", body)
+			req.Header.Set("Content-Type", ct)
+			_, ok := do(c, req)
+			close(stop)
+			p := <-peak
+			r.linef("| %s | %d MiB | %d MiB | %d MiB%s |", site.name, before>>10, p>>10, (p-before)>>10, map[bool]string{true: "", false: " (request failed)"}[ok])
+		}
+		r.linef("")
+	}
+
+	if phase("drain") {
+		n, elapsed, enqueueRate := drain(dir, rc, *backlog, x509Pool(rc))
+		r.linef("## Delivery backlog\n")
+		r.linef("%d events enqueued straight into the Badger outbox (%.0f events/s), then drained by the dispatcher to the local HTTPS receiver in %s: **%.0f deliveries/s**.\n",
+			n, enqueueRate, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds())
+	}
+	fmt.Print(r.String())
+}
+
+// alternate runs fn rounds times per site, alternating which site goes
+// first, and merges the results per site.
+func alternate(rounds int, fn func(base string) runResult, cp *caddyProc) (plain, plugin runResult) {
+	merge := func(into *runResult, r runResult) {
+		into.requests += r.requests
+		into.errors += r.errors
+		into.elapsed += r.elapsed
+		into.lat = append(into.lat, r.lat...)
+	}
+	for i := range rounds {
+		if i%2 == 0 {
+			merge(&plain, fn(cp.plainURL))
+			merge(&plugin, fn(cp.pluginURL))
+		} else {
+			merge(&plugin, fn(cp.pluginURL))
+			merge(&plain, fn(cp.plainURL))
+		}
+	}
+	return plain, plugin
+}
+
+func queryRequest(base string, i int64) *http.Request {
+	req, _ := http.NewRequest(http.MethodGet, base+"/query?key=bench-key&entry=e"+itoa(int(i%1000)), nil)
+	return req
+}
+
+func postRequest(base string, i int64) *http.Request {
+	req, _ := http.NewRequest(http.MethodPost, base+"/post?key=bench-key&data=n&value=v"+itoa(int(i)), nil)
+	return req
+}
+
+// uploadRequest returns a request builder for a multipart upload with a
+// file part of size bytes (built once, sent from memory each time).
+func uploadRequest(size int) request {
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	_ = mw.WriteField("key", "bench-key")
+	_ = mw.WriteField("email", "bench@example.com")
+	fw, _ := mw.CreateFormFile("file", "model.glb")
+	_, _ = fw.Write(bytes.Repeat([]byte("glTF"), size/4))
+	_ = mw.Close()
+	body, ct := buf.Bytes(), mw.FormDataContentType()
+	return func(base string, _ int64) *http.Request {
+		req, _ := http.NewRequest(http.MethodPost, base+"/upload", bytes.NewReader(body))
+		req.Header.Set("Content-Type", ct)
+		return req
+	}
+}
+
+// streamingUpload generates a multipart upload of size bytes on the fly.
+func streamingUpload(size int64) (io.Reader, string) {
+	pr, pw := io.Pipe()
+	mw := multipart.NewWriter(pw)
+	go func() {
+		_ = mw.WriteField("key", "bench-key")
+		fw, _ := mw.CreateFormFile("file", "huge.glb")
+		chunk := bytes.Repeat([]byte("0123456789abcdef"), 16384)
+		for sent := int64(0); sent < size; {
+			n := min(int64(len(chunk)), size-sent)
+			if _, err := fw.Write(chunk[:n]); err != nil {
+				pw.CloseWithError(err)
+				return
+			}
+			sent += n
+		}
+		pw.CloseWithError(mw.Close())
+	}()
+	return pr, mw.FormDataContentType()
+}
+
+func x509Pool(rc *receiver) *x509.CertPool {
+	pool := x509.NewCertPool()
+	pool.AddCert(rc.srv.Certificate())
+	return pool
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown CPU"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if name, ok := strings.CutPrefix(line, "model name"); ok {
+			return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(name), ":"))
+		}
+	}
+	return "unknown CPU"
+}
+
+// report collects Markdown lines.
+type report struct{ b strings.Builder }
+
+func (r *report) linef(format string, args ...any) { fmt.Fprintf(&r.b, format+"\n", args...) }
+func (r *report) String() string                   { return r.b.String() }
