@@ -74,7 +74,7 @@ bench)
 	go run ./bench -caddy ./bin/caddy "$@"
 	;;
 *)
-	sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
 	exit 2
 	;;
 esac
