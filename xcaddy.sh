@@ -3,6 +3,9 @@
 # xcaddy and staticcheck through the Go module proxy when missing.
 #
 #   ./xcaddy.sh build   Caddy with the plugin at ./bin/caddy (xcaddy)
+#   ./xcaddy.sh demo    build, then run the local demo: the plugin in front of a
+#                       fake echo3D API, printing every webhook delivery
+#                       (extra arguments go to the demo, e.g. -once)
 #   ./xcaddy.sh run     build, then run Caddyfile.example
 #   ./xcaddy.sh test    gofmt, go vet, staticcheck, then every test with -race
 #   ./xcaddy.sh smoke   build, then check the modules are in the binary and
@@ -66,6 +69,12 @@ run)
 	build
 	exec ./bin/caddy run --config Caddyfile.example --adapter caddyfile
 	;;
+demo)
+	build
+	shift
+	go build -o ./bin/echo3d-demo ./cmd/echo3d-demo
+	exec ./bin/echo3d-demo -caddy ./bin/caddy "$@"
+	;;
 test) run_tests ;;
 smoke) smoke ;;
 bench)
@@ -74,7 +83,7 @@ bench)
 	go run ./bench -caddy ./bin/caddy "$@"
 	;;
 *)
-	sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '/^set -euo pipefail/q; 2,$p' "$0" | sed 's/^# \{0,1\}//'
 	exit 2
 	;;
 esac

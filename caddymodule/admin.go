@@ -65,54 +65,84 @@ func (a *adminAPI) Routes() []caddy.AdminRoute {
 	}}
 }
 
-// serve routes /echo3d/... requests.
+// adminRoute is one operation of the admin API. Pattern is the full path
+// with "{id}" standing for one non-empty segment, the same template as the
+// paths of docs/openapi.json (a test keeps the two in step).
+type adminRoute struct {
+	Method  string
+	Pattern string
+	handle  func(a *adminAPI, w http.ResponseWriter, r *http.Request, app *App, id string) error
+}
+
+// adminRoutes lists every operation serve answers, in documentation order.
+var adminRoutes = []adminRoute{
+	{http.MethodGet, "/echo3d/webhooks", func(a *adminAPI, w http.ResponseWriter, r *http.Request, app *App, _ string) error {
+		return a.list(w, r, app)
+	}},
+	{http.MethodPost, "/echo3d/webhooks", func(a *adminAPI, w http.ResponseWriter, r *http.Request, app *App, _ string) error {
+		return a.create(w, r, app)
+	}},
+	{http.MethodGet, "/echo3d/webhooks/{id}", func(a *adminAPI, w http.ResponseWriter, _ *http.Request, app *App, id string) error {
+		return a.get(w, app, id)
+	}},
+	{http.MethodPut, "/echo3d/webhooks/{id}", func(a *adminAPI, w http.ResponseWriter, r *http.Request, app *App, id string) error {
+		return a.replace(w, r, app, id)
+	}},
+	{http.MethodDelete, "/echo3d/webhooks/{id}", func(a *adminAPI, w http.ResponseWriter, _ *http.Request, app *App, id string) error {
+		return a.remove(w, app, id)
+	}},
+	{http.MethodGet, "/echo3d/webhooks/{id}/deliveries", func(a *adminAPI, w http.ResponseWriter, r *http.Request, app *App, id string) error {
+		return a.deliveries(w, r, app, id)
+	}},
+	{http.MethodPost, "/echo3d/webhooks/{id}/test", func(a *adminAPI, w http.ResponseWriter, r *http.Request, app *App, id string) error {
+		return a.test(w, r, app, id)
+	}},
+	{http.MethodPost, "/echo3d/webhooks/{id}/rotate-secret", func(a *adminAPI, w http.ResponseWriter, r *http.Request, app *App, id string) error {
+		return a.rotate(w, r, app, id)
+	}},
+	{http.MethodPost, "/echo3d/deliveries/{id}/redeliver", func(a *adminAPI, w http.ResponseWriter, _ *http.Request, app *App, id string) error {
+		return a.redeliver(w, app, id)
+	}},
+}
+
+// match reports whether path (leading, trailing and doubled slashes aside
+// at the ends) fits the route's pattern, and returns the {id} segment.
+func (rt adminRoute) match(path string) (id string, ok bool) {
+	got := strings.Split(strings.Trim(path, "/"), "/")
+	want := strings.Split(strings.Trim(rt.Pattern, "/"), "/")
+	if len(got) != len(want) {
+		return "", false
+	}
+	for i, seg := range want {
+		switch {
+		case seg == "{id}" && got[i] != "":
+			id = got[i]
+		case seg != got[i]:
+			return "", false
+		}
+	}
+	return id, true
+}
+
+// serve routes /echo3d/... requests through adminRoutes: 405 when the path
+// is known but not the method, 404 when the path is unknown.
 func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
-	parts := strings.Split(strings.Trim(strings.TrimPrefix(r.URL.Path, "/echo3d/"), "/"), "/")
-	switch {
-	case len(parts) == 1 && parts[0] == "webhooks":
-		switch r.Method {
-		case http.MethodGet:
-			return a.withApp(w, r, a.list)
-		case http.MethodPost:
-			return a.withApp(w, r, a.create)
+	var allowed []string
+	for _, rt := range adminRoutes {
+		id, ok := rt.match(r.URL.Path)
+		if !ok {
+			continue
 		}
-		return methodNotAllowed(r, "GET, POST")
-	case len(parts) == 2 && parts[0] == "webhooks" && parts[1] != "":
-		id := parts[1]
-		switch r.Method {
-		case http.MethodGet:
-			return a.withApp(w, r, func(w http.ResponseWriter, r *http.Request, app *App) error { return a.get(w, app, id) })
-		case http.MethodPut:
-			return a.withApp(w, r, func(w http.ResponseWriter, r *http.Request, app *App) error { return a.replace(w, r, app, id) })
-		case http.MethodDelete:
-			return a.withApp(w, r, func(w http.ResponseWriter, r *http.Request, app *App) error { return a.remove(w, app, id) })
+		if r.Method != rt.Method {
+			allowed = append(allowed, rt.Method)
+			continue
 		}
-		return methodNotAllowed(r, "GET, PUT, DELETE")
-	case len(parts) == 3 && parts[0] == "webhooks" && parts[1] != "":
-		id := parts[1]
-		switch parts[2] {
-		case "deliveries":
-			if r.Method != http.MethodGet {
-				return methodNotAllowed(r, "GET")
-			}
-			return a.withApp(w, r, func(w http.ResponseWriter, r *http.Request, app *App) error { return a.deliveries(w, r, app, id) })
-		case "test":
-			if r.Method != http.MethodPost {
-				return methodNotAllowed(r, "POST")
-			}
-			return a.withApp(w, r, func(w http.ResponseWriter, r *http.Request, app *App) error { return a.test(w, r, app, id) })
-		case "rotate-secret":
-			if r.Method != http.MethodPost {
-				return methodNotAllowed(r, "POST")
-			}
-			return a.withApp(w, r, func(w http.ResponseWriter, r *http.Request, app *App) error { return a.rotate(w, r, app, id) })
-		}
-	case len(parts) == 3 && parts[0] == "deliveries" && parts[1] != "" && parts[2] == "redeliver":
-		if r.Method != http.MethodPost {
-			return methodNotAllowed(r, "POST")
-		}
-		id := parts[1]
-		return a.withApp(w, r, func(w http.ResponseWriter, r *http.Request, app *App) error { return a.redeliver(w, app, id) })
+		return a.withApp(w, r, func(w http.ResponseWriter, r *http.Request, app *App) error {
+			return rt.handle(a, w, r, app, id)
+		})
+	}
+	if len(allowed) > 0 {
+		return methodNotAllowed(r, strings.Join(allowed, ", "))
 	}
 	return apiError(http.StatusNotFound, "no such route: %s %s", r.Method, r.URL.Path)
 }
@@ -181,7 +211,7 @@ func (a *adminAPI) list(w http.ResponseWriter, r *http.Request, app *App) error 
 	}
 	hooks, err := st.ListWebhooks(r.URL.Query().Get("apiKey"))
 	if err != nil {
-		return apiError(http.StatusInternalServerError, "listing webhooks: %v", err)
+		return storeFailure("listing webhooks", err)
 	}
 	out := make([]webhookView, 0, len(hooks))
 	for _, h := range hooks {
@@ -212,8 +242,13 @@ func (a *adminAPI) create(w http.ResponseWriter, r *http.Request, app *App) erro
 	if err != nil {
 		return storeUnavailable(err)
 	}
+	createMu.Lock()
+	defer createMu.Unlock()
+	if err := collectionRoom(app, st, hook.APIKey); err != nil {
+		return err
+	}
 	if err := st.CreateWebhook(hook); err != nil {
-		return apiError(http.StatusInternalServerError, "creating webhook: %v", err)
+		return storeFailure("creating webhook", err)
 	}
 	a.logger.Info("webhook created", zap.String("webhook_id", hook.ID), zap.String("api_key", hook.APIKey), zap.Strings("triggers", hook.Triggers))
 	return writeJSON(w, http.StatusCreated, view(hook, true))
@@ -260,7 +295,7 @@ func (a *adminAPI) replace(w http.ResponseWriter, r *http.Request, app *App, id 
 		if errors.Is(err, store.ErrNotFound) {
 			return apiError(http.StatusNotFound, "webhook %s not found", id)
 		}
-		return apiError(http.StatusInternalServerError, "updating webhook: %v", err)
+		return storeFailure("updating webhook", err)
 	}
 	if hook.Enabled && !wasEnabled {
 		app.dispatcher.Notify()
@@ -278,7 +313,7 @@ func (a *adminAPI) remove(w http.ResponseWriter, app *App, id string) error {
 		if errors.Is(err, store.ErrNotFound) {
 			return apiError(http.StatusNotFound, "webhook %s not found", id)
 		}
-		return apiError(http.StatusInternalServerError, "deleting webhook: %v", err)
+		return storeFailure("deleting webhook", err)
 	}
 	a.logger.Info("webhook deleted", zap.String("webhook_id", id))
 	w.WriteHeader(http.StatusNoContent)
@@ -325,21 +360,21 @@ func (a *adminAPI) redeliver(w http.ResponseWriter, app *App, id string) error {
 		if errors.Is(err, store.ErrNotFound) {
 			return apiError(http.StatusNotFound, "delivery %s not found", id)
 		}
-		return apiError(http.StatusInternalServerError, "reading delivery: %v", err)
+		return storeFailure("reading delivery", err)
 	}
 	ev, err := st.GetEvent(d.EventID)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return apiError(http.StatusNotFound, "the event of delivery %s has expired", id)
 		}
-		return apiError(http.StatusInternalServerError, "reading event: %v", err)
+		return storeFailure("reading event", err)
 	}
 	nd, err := st.EnqueueDelivery(ev, d.WebhookID, time.Now())
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return apiError(http.StatusNotFound, "webhook %s of delivery %s not found", d.WebhookID, id)
 		}
-		return apiError(http.StatusInternalServerError, "enqueueing redelivery: %v", err)
+		return storeFailure("enqueueing redelivery", err)
 	}
 	app.dispatcher.Notify()
 	return writeJSON(w, http.StatusAccepted, nd)
@@ -381,7 +416,7 @@ func (a *adminAPI) test(w http.ResponseWriter, r *http.Request, app *App, id str
 	ev := store.Event{ID: newID("evt_"), Trigger: string(p.Event), APIKey: hook.APIKey, Payload: body, CreatedAt: now}
 	d, err := st.EnqueueDelivery(ev, hook.ID, now)
 	if err != nil {
-		return apiError(http.StatusInternalServerError, "enqueueing test event: %v", err)
+		return storeFailure("enqueueing test event", err)
 	}
 	app.dispatcher.Notify()
 	return writeJSON(w, http.StatusAccepted, d)
@@ -426,7 +461,7 @@ func (a *adminAPI) rotate(w http.ResponseWriter, r *http.Request, app *App, id s
 		return storeUnavailable(err)
 	}
 	if err := st.UpdateWebhook(hook); err != nil {
-		return apiError(http.StatusInternalServerError, "updating webhook: %v", err)
+		return storeFailure("updating webhook", err)
 	}
 	a.logger.Info("webhook secret rotated", zap.String("webhook_id", hook.ID), zap.Duration("overlap", overlap))
 	return writeJSON(w, http.StatusOK, view(hook, true))
@@ -443,7 +478,7 @@ func (a *adminAPI) load(app *App, id string) (store.Webhook, error) {
 		if errors.Is(err, store.ErrNotFound) {
 			return store.Webhook{}, apiError(http.StatusNotFound, "webhook %s not found", id)
 		}
-		return store.Webhook{}, apiError(http.StatusInternalServerError, "reading webhook: %v", err)
+		return store.Webhook{}, storeFailure("reading webhook", err)
 	}
 	return hook, nil
 }
@@ -534,7 +569,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 		case errors.As(err, &tooBig):
 			return apiError(http.StatusRequestEntityTooLarge, "body: larger than %d bytes", maxAdminBody)
 		case errors.As(err, &typeErr):
-			return apiError(http.StatusBadRequest, "%s: must be %s", typeErr.Field, jsonKind(typeErr.Type.String()))
+			return typeError(v, typeErr)
 		case errors.Is(err, io.EOF):
 			return apiError(http.StatusBadRequest, "body: a JSON object is required")
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
@@ -546,16 +581,6 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 		return apiError(http.StatusBadRequest, "body: unexpected data after the JSON object")
 	}
 	return nil
-}
-
-func jsonKind(goType string) string {
-	switch {
-	case strings.HasPrefix(goType, "[]"):
-		return "an array of strings"
-	case strings.Contains(goType, "bool"):
-		return "a boolean"
-	}
-	return "a string"
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) error {

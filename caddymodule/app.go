@@ -34,8 +34,10 @@ const appID = "echo3d_webhooks"
 // Defaults of the app's options.
 const (
 	defaultSecretOverlap = 24 * time.Hour
+	// defaultMaxWebhooksPerCollection bounds the webhooks of one apiKey.
+	defaultMaxWebhooksPerCollection = 100
 	// stopGrace bounds how long Stop waits for in-flight attempts; the
-	// ones still running keep their lease and are retried after it.
+	// ones still running are cancelled and put back in the outbox.
 	stopGrace = 5 * time.Second
 )
 
@@ -64,6 +66,27 @@ type App struct {
 	// addresses. Meant for tests and local demos only.
 	AllowPrivateTargets bool `json:"allow_private_targets,omitempty"`
 
+	// AllowTargets lets webhooks reach chosen internal receivers without
+	// lifting the whole policy as AllowPrivateTargets does. Each entry is an
+	// IP address or CIDR prefix (every address in it is allowed), or a host
+	// name, exact or "*.example.internal" for its subdomains (that name may
+	// resolve to any address but a cloud metadata service's). Cloud metadata
+	// addresses are allowed only by an entry naming that single address.
+	// Checked when a webhook is created or changed and on every connection.
+	AllowTargets []string `json:"allow_targets,omitempty"`
+
+	// MaxWebhooksPerCollection bounds the webhooks registered for one
+	// collection (apiKey). Default: 100.
+	MaxWebhooksPerCollection int `json:"max_webhooks_per_collection,omitempty"`
+
+	// MinFreeSpace is the free space, in bytes, below which the store's
+	// disk is considered full: events are then dropped (logged at error
+	// level and counted) and the admin API answers 503, while requests are
+	// still proxied. Badger crashes the process when it writes to a disk
+	// with no space left, so the margin must stay above zero. Ignored for
+	// storage memory. Default: 256 MiB.
+	MinFreeSpace int64 `json:"min_free_space,omitempty"`
+
 	// TrustedCAFiles lists PEM files of certificate authorities trusted for
 	// webhook receivers, in addition to the system roots (receivers behind
 	// a private CA).
@@ -80,6 +103,45 @@ type App struct {
 	// receiver holds at most this many workers. Default: 4.
 	PerWebhook int `json:"per_webhook,omitempty"`
 
+	// Breaker configures the per-webhook circuit breaker, which pauses a
+	// webhook whose recent attempts mostly failed and probes it instead.
+	// Default: on, pausing at 50 % failed of at least 10 attempts in 5m,
+	// for 30s doubling to 10m.
+	Breaker *BreakerOptions `json:"breaker,omitempty"`
+
+	// DisableAfter disables a webhook none of whose attempts succeeded for
+	// this long (a gap without attempts longer than it starts the count
+	// afresh). Its deliveries are kept and are sent once it is enabled
+	// again; a warning is logged, a metric counted and the Caddy event
+	// echo3d_webhook_disabled emitted. Negative: never. Default: 72h.
+	DisableAfter caddy.Duration `json:"disable_after,omitempty"`
+
+	// ProcessedPollFirst is the delay between an upload answered before
+	// echo3D finished processing it (noProcessingWait=true, or a waited
+	// upload whose response shows no derived files) and the first
+	// `/query` poll for its entry; the delay then doubles at every poll
+	// (±20 % jitter). Default: 10s.
+	ProcessedPollFirst caddy.Duration `json:"processed_poll_first,omitempty"`
+
+	// ProcessedPollMax caps the delay between two polls. Default: 1m.
+	ProcessedPollMax caddy.Duration `json:"processed_poll_max,omitempty"`
+
+	// ProcessedGiveUp is how long after the upload a watch gives up
+	// without emitting Processed (logged at warn level). Default: 1h.
+	ProcessedGiveUp caddy.Duration `json:"processed_give_up,omitempty"`
+
+	// MaxWatches bounds the uploads watched for Processed at once; beyond
+	// it the oldest gives up (logged at warn level and counted).
+	// Default: 1000.
+	MaxWatches int `json:"max_watches,omitempty"`
+
+	// Collections maps collection keys to echo3D credentials used to poll
+	// for Processed when the uploader's own credentials are not in memory
+	// (uploads made before a restart). Values may be {env.*} placeholders.
+	Collections map[string]Collection `json:"collections,omitempty"`
+
+	watches    *appWatches
+	events     eventsApp
 	ctx        caddy.Context
 	logger     *zap.Logger
 	poolKey    string
@@ -134,7 +196,18 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.SecretOverlap == 0 {
 		a.SecretOverlap = caddy.Duration(defaultSecretOverlap)
 	}
-	a.policy = sink.Policy{AllowPrivate: a.AllowPrivateTargets}
+	allowPrefixes, allowHosts, err := sink.ParseAllowTargets(a.AllowTargets)
+	if err != nil {
+		return fmt.Errorf("allow_targets: %w", err)
+	}
+	a.policy = sink.Policy{AllowPrivate: a.AllowPrivateTargets, AllowPrefixes: allowPrefixes, AllowHosts: allowHosts}
+	if a.MaxWebhooksPerCollection == 0 {
+		a.MaxWebhooksPerCollection = defaultMaxWebhooksPerCollection
+	}
+	if a.MinFreeSpace == 0 {
+		a.MinFreeSpace = defaultMinFreeSpace
+	}
+	a.handle.minFree.Store(a.MinFreeSpace)
 	var roots *x509.CertPool
 	if len(a.TrustedCAFiles) > 0 {
 		roots, err = x509.SystemCertPool()
@@ -152,6 +225,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 			}
 		}
 	}
+	if err := a.provisionObservability(ctx); err != nil {
+		return err
+	}
 	schedule := sink.Schedule(sink.DefaultSchedule)
 	if len(a.Retry) > 0 {
 		schedule = make(sink.Schedule, len(a.Retry))
@@ -168,8 +244,13 @@ func (a *App) Provision(ctx caddy.Context) error {
 		PerWebhook: a.PerWebhook,
 		UserAgent:  "caddy-echo3d-webhooks/" + version(),
 		Logger:     a.logger.Named("delivery"),
+		Breaker:    a.Breaker.sinkConfig(),
+		// Negative: never; zero: the default.
+		DisableAfter: time.Duration(a.DisableAfter),
+		OnResult:     a.observeResult,
+		OnHealth:     a.observeHealth,
 	})
-	return nil
+	return a.provisionWatches()
 }
 
 // Validate checks the options.
@@ -188,7 +269,16 @@ func (a *App) Validate() error {
 	if a.PerWebhook < 0 {
 		return fmt.Errorf("per_webhook: must not be negative, got %d", a.PerWebhook)
 	}
-	return nil
+	if a.MaxWebhooksPerCollection < 0 {
+		return fmt.Errorf("max_webhooks_per_collection: must not be negative, got %d", a.MaxWebhooksPerCollection)
+	}
+	if a.MinFreeSpace < 0 {
+		return fmt.Errorf("min_free_space: must not be negative, got %d", a.MinFreeSpace)
+	}
+	if err := a.validateDelivery(); err != nil {
+		return err
+	}
+	return a.validateWatches()
 }
 
 // Start opens the store (if no request has opened it already) and starts
@@ -199,7 +289,9 @@ func (a *App) Start() error {
 		return fmt.Errorf("opening webhook store: %w", err)
 	}
 	a.dispatcher.Start()
+	metricsStore.Store(a.handle)
 	a.started = true
+	a.startWatches()
 	return nil
 }
 
@@ -209,6 +301,7 @@ func (a *App) Stop() error {
 	if !a.started {
 		return nil
 	}
+	a.stopWatches()
 	ctx, cancel := context.WithTimeout(context.Background(), stopGrace)
 	defer cancel()
 	if err := a.dispatcher.Stop(ctx); err != nil {
@@ -217,8 +310,10 @@ func (a *App) Stop() error {
 	return nil
 }
 
-// Cleanup releases this config's reference to the shared store.
+// Cleanup releases this config's reference to the shared store (and to
+// its watch hub, first: the hub's last polls may still write to the store).
 func (a *App) Cleanup() error {
+	a.cleanupWatches()
 	if a.poolKey == "" {
 		return nil
 	}
@@ -228,9 +323,10 @@ func (a *App) Cleanup() error {
 	return err
 }
 
-// store returns the open store, opening it if needed.
+// store returns the open store, opening it if needed, or an error saying
+// why it cannot be used (see storeHandle.usable).
 func (a *App) store() (*store.Store, error) {
-	return a.handle.open()
+	return a.handle.usable()
 }
 
 // enqueue makes the derived events durable in the outbox and wakes the
@@ -259,6 +355,7 @@ func (a *App) enqueue(payloads []events.Payload) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	countDerived(payloads)
 	if len(ds) > 0 {
 		a.dispatcher.Notify()
 	}
@@ -272,10 +369,7 @@ type lazyOutbox struct{ h *storeHandle }
 var errStoreNotOpen = errors.New("webhook store not open")
 
 func (o lazyOutbox) st() (*store.Store, error) {
-	if st := o.h.opened(); st != nil {
-		return st, nil
-	}
-	return nil, errStoreNotOpen
+	return o.h.usableIfOpen()
 }
 
 func (o lazyOutbox) ClaimDue(now time.Time, lease time.Duration, limit int, accept func(string) bool) ([]store.Claimed, error) {

@@ -9,6 +9,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
+
+	"github.com/caddy-echo3d-webhooks/caddy-echo3d-webhooks/sink"
 )
 
 func init() {
@@ -38,10 +40,28 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		retry <delay> [<delay>...]
 //		timeout <duration>
 //		allow_private_targets
+//		allow_targets <cidr|ip|host> [...]
+//		max_webhooks_per_collection <n>
+//		min_free_space <size>
 //		trusted_ca_file <pem file>
 //		secret_overlap <duration>
 //		workers <n>
 //		per_webhook <n>
+//		breaker off | {
+//			failure_ratio <0..1>
+//			min_attempts <n>
+//			window <duration>
+//			pause <duration>
+//			max_pause <duration>
+//		}
+//		disable_after <duration> | off
+//		processed_poll <first> [<max> [<give_up>]]
+//		max_watches <n>
+//		collection <key> {
+//			email <value>
+//			user_key <value>
+//			sec_key <value>
+//		}
 //	}
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume option name
@@ -51,7 +71,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	seen := map[string]bool{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		name := d.Val()
-		if seen[name] && name != "trusted_ca_file" {
+		if seen[name] && name != "trusted_ca_file" && name != "allow_targets" && name != "collection" {
 			return d.Errf("duplicate option %q", name)
 		}
 		seen[name] = true
@@ -94,6 +114,36 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			a.AllowPrivateTargets = true
+		case "allow_targets":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			if _, _, err := sink.ParseAllowTargets(args); err != nil {
+				return d.Errf("allow_targets: %v", err)
+			}
+			a.AllowTargets = append(a.AllowTargets, args...)
+		case "max_webhooks_per_collection":
+			n, err := parseIntArg(d)
+			if err != nil {
+				return err
+			}
+			a.MaxWebhooksPerCollection = n
+		case "min_free_space":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			size, err := humanize.ParseBytes(d.Val())
+			if err != nil {
+				return d.Errf("min_free_space: bad size %q: %v", d.Val(), err)
+			}
+			if size == 0 || size > 1<<50 {
+				return d.Errf("min_free_space: size %q out of range", d.Val())
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			a.MinFreeSpace = int64(size)
 		case "trusted_ca_file":
 			args := d.RemainingArgs()
 			if len(args) == 0 {
@@ -109,6 +159,28 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				a.Workers = n
 			} else {
 				a.PerWebhook = n
+			}
+		case "processed_poll":
+			if err := a.parseProcessedPoll(d); err != nil {
+				return err
+			}
+		case "breaker":
+			if err := a.parseBreaker(d); err != nil {
+				return err
+			}
+		case "disable_after":
+			if err := a.parseDisableAfter(d); err != nil {
+				return err
+			}
+		case "max_watches":
+			n, err := parseIntArg(d)
+			if err != nil {
+				return err
+			}
+			a.MaxWatches = n
+		case "collection":
+			if err := a.parseCollection(d); err != nil {
+				return err
 			}
 		default:
 			return d.Errf("unrecognized echo3d_webhooks option %q", name)

@@ -26,6 +26,9 @@ type captureWriter struct {
 	truncated   bool
 	status      int
 	wroteHeader bool
+	// problem is the skip reason set by body when a copied body cannot be
+	// used: too large (also once decoded) or not decodable.
+	problem string
 }
 
 func newCaptureWriter(w http.ResponseWriter, want bool, max int) *captureWriter {
@@ -96,6 +99,7 @@ func (cw *captureWriter) body() ([]byte, bool) {
 		return nil, false
 	}
 	if cw.truncated {
+		cw.problem = skipResponseTooLarge
 		return nil, false
 	}
 	enc := strings.ToLower(strings.TrimSpace(cw.Header().Get("Content-Encoding")))
@@ -105,16 +109,23 @@ func (cw *captureWriter) body() ([]byte, bool) {
 	case "gzip", "x-gzip":
 		zr, err := gzip.NewReader(bytes.NewReader(cw.buf.Bytes()))
 		if err != nil {
+			cw.problem = skipResponseEncoding
 			return nil, false
 		}
 		defer zr.Close()
 		// Bound the decoded size as well, against decompression bombs.
 		out, err := io.ReadAll(io.LimitReader(zr, int64(cw.max)+1))
-		if err != nil || len(out) > cw.max {
+		switch {
+		case len(out) > cw.max:
+			cw.problem = skipResponseTooLarge
+			return nil, false
+		case err != nil:
+			cw.problem = skipResponseEncoding
 			return nil, false
 		}
 		return out, true
 	default:
+		cw.problem = skipResponseEncoding
 		return nil, false
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,16 +21,37 @@ import (
 	"github.com/caddy-echo3d-webhooks/caddy-echo3d-webhooks/events"
 )
 
+// built is the Caddy binary built for this test process, once.
+var built struct {
+	once     sync.Once
+	dir, bin string
+	out      []byte
+	err      error
+}
+
 // buildCaddy builds ./cmd/caddy (Caddy with the standard modules and this
-// plugin) into a temporary directory.
+// plugin) into a temporary directory, once per test process; TestMain
+// removes it.
 func buildCaddy(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "caddy")
-	cmd := exec.Command("go", "build", "-o", bin, "../cmd/caddy")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building caddy: %v\n%s", err, out)
+	built.once.Do(func() {
+		if built.dir, built.err = os.MkdirTemp("", "echo3d-caddy-"); built.err != nil {
+			return
+		}
+		built.bin = filepath.Join(built.dir, "caddy")
+		built.out, built.err = exec.Command("go", "build", "-o", built.bin, "../cmd/caddy").CombinedOutput()
+	})
+	if built.err != nil {
+		t.Fatalf("building caddy: %v\n%s", built.err, built.out)
 	}
-	return bin
+	return built.bin
+}
+
+// removeBuiltCaddy deletes the binary buildCaddy made, if any.
+func removeBuiltCaddy() {
+	if built.dir != "" {
+		_ = os.RemoveAll(built.dir)
+	}
 }
 
 // freePort returns a loopback port that was free a moment ago.
@@ -126,6 +148,10 @@ func TestCrashLosesNothing(t *testing.T) {
 		timeout 2s
 		allow_private_targets
 		trusted_ca_file %s
+		breaker {
+			pause 100ms
+			max_pause 500ms
+		}
 	}
 }
 http://:%d {

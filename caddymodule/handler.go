@@ -61,7 +61,8 @@ type Handler struct {
 	MaxResponseSize int64 `json:"max_response_size,omitempty"`
 
 	// LookupTimeout bounds the lookup made before forwarding a /remove to
-	// learn the value being removed. Default: 10s.
+	// learn the value being removed, and each /query poll for Processed
+	// sent through this handler's chain. Default: 10s.
 	LookupTimeout caddy.Duration `json:"lookup_timeout,omitempty"`
 
 	rules  *events.RuleSet
@@ -125,8 +126,9 @@ func (h *Handler) Validate() error {
 // ServeHTTP forwards the request through next and, when a rule matches and
 // the upstream answered with success, derives and enqueues events.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	h.offerPollRoute(r, next)
 	rule := h.rules.Match(r.Method, r.URL.Path)
-	if rule == nil {
+	if rule == nil || h.skipObserve(rule) {
 		return next.ServeHTTP(w, r)
 	}
 
@@ -137,11 +139,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 	var prior string
 	var tee *events.BodyTee
+	preReadWhole := true
 	switch {
 	case rule.NeedsLookup():
 		if hasBody {
-			replay, _, err := events.PreRead(r.Body, contentType, h.limits, &params)
+			replay, whole, err := events.PreRead(r.Body, contentType, h.limits, &params)
 			r.Body = replay
+			preReadWhole = whole
 			if err != nil {
 				h.debug("reading request parameters", zap.String("rule", rule.Name), zap.Error(err))
 			}
@@ -152,7 +156,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		r.Body = tee
 	}
 
-	cw := newCaptureWriter(w, rule.NeedsResponseBody(), int(h.MaxResponseSize))
+	cw := newCaptureWriter(w, rule.NeedsResponseBody() || h.observing(rule, &params, hasBody), int(h.MaxResponseSize))
 	defer cw.release()
 	complete := true
 	finished := false
@@ -174,8 +178,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if err != nil {
 		return err
 	}
-	if !complete {
-		h.debug("request parameters incomplete", zap.String("rule", rule.Name))
+	if rule.Observe {
+		body, bodyComplete := cw.body()
+		h.observeResponse(&params, cw.status, body, bodyComplete)
+		return nil
+	}
+	success := cw.status >= 200 && cw.status <= 299
+	if (!complete || !preReadWhole) && success {
+		h.skip(skipRequestIncomplete, rule)
 	}
 
 	body, bodyComplete := cw.body()
@@ -187,15 +197,26 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		PriorValue:   prior,
 	})
 	if len(payloads) == 0 {
+		if success && rule.NeedsResponseBody() {
+			if reason := responseSkipReason(rule, cw, body, bodyComplete); reason != "" {
+				h.skip(reason, rule, zap.Int("status", cw.status))
+			}
+		}
+		return nil
+	}
+	if !validUTF8(payloads) {
+		h.skip(skipInvalidUTF8, rule, zap.String("event", string(payloads[0].Event)))
 		return nil
 	}
 	n, qerr := h.app.enqueue(payloads)
+	h.trackWatches(r, next, &params, payloads, qerr == nil)
 	if qerr != nil {
 		// Our trouble never fails the client's request; the loss is loud.
 		h.logger.Error("events lost: could not write them to the outbox",
 			zap.String("rule", rule.Name),
 			zap.Int("events", len(payloads)),
 			zap.String("event", string(payloads[0].Event)),
+			zap.Uint64("calls_lost_since_start", countSkip(skipStoreError)),
 			zap.Error(qerr))
 		return nil
 	}
@@ -222,7 +243,10 @@ func (h *Handler) lookup(r *http.Request, rule *events.Rule, params *events.Para
 	sub.URL.Path = path
 	sub.URL.RawPath = ""
 	sub.URL.RawQuery = query.Encode()
-	sub.RequestURI = sub.URL.RequestURI()
+	// The query carries the caller's credentials: keep them out of
+	// RequestURI, which only logs read (reverse_proxy's debug log prints it);
+	// the upstream request is built from URL.
+	sub.RequestURI = sub.URL.EscapedPath()
 	sub.Body = http.NoBody
 	sub.ContentLength = 0
 	sub.TransferEncoding = nil

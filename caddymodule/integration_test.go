@@ -42,7 +42,9 @@ func TestMain(m *testing.M) {
 	}
 	adminURL = fmt.Sprintf("http://localhost:%d", adminPort)
 	proxyURL = fmt.Sprintf("http://localhost:%d", httpPort)
-	os.Exit(m.Run())
+	code := m.Run()
+	removeBuiltCaddy()
+	os.Exit(code)
 }
 
 // pickPort returns a loopback port that was free a moment ago.

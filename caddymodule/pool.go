@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -30,6 +31,9 @@ type storeHandle struct {
 	dir      string
 	inMemory bool
 	logger   *zap.Logger
+	// minFree is the free disk space below which the store is not used
+	// (see usable); set by every config sharing the handle, the last wins.
+	minFree atomic.Int64
 
 	mu     sync.Mutex
 	st     *store.Store

@@ -31,7 +31,7 @@ type Exchange struct {
 // request without one derives nothing; nothing else from the request goes
 // into a payload; the arrays are empty, never nil.
 func (r *Rule) Derive(x Exchange) []Payload {
-	if r == nil || x.Params == nil || x.Status < 200 || x.Status > 299 {
+	if r == nil || r.Observe || x.Params == nil || x.Status < 200 || x.Status > 299 {
 		return nil
 	}
 	apiKey := x.Params.Get(apiKeyParam)

@@ -61,6 +61,11 @@ type Rule struct {
 	// NoWaitParam names the parameter that asks the upstream not to wait
 	// for processing.
 	NoWaitParam string
+	// Observe marks a read-only endpoint that derives nothing but whose
+	// success responses are shown to the Processed watches (passive
+	// detection of processed entries in /query listings). Such a rule has
+	// no trigger and no other field but Name, Path and Methods.
+	Observe bool
 }
 
 // DefaultRules returns echo3D's rules (SPEC §2). Where echo3d-api.md marks
@@ -120,6 +125,14 @@ func DefaultRules() []Rule {
 			RequireEntries: true,
 			MetaKeyParam:   "data",
 			MetaValueParam: "value",
+		},
+		{
+			// Read-only: derives nothing; its listings resolve watched
+			// uploads whose entries they show processed.
+			Name:    "query",
+			Path:    "/query",
+			Methods: []string{http.MethodGet, http.MethodPost},
+			Observe: true,
 		},
 	}
 }

@@ -115,6 +115,14 @@ func (r *Rule) normalize() error {
 		}
 		r.Methods[i] = strings.ToUpper(m)
 	}
+	if r.Observe {
+		if r.Trigger != "" || r.EntryTrigger != "" || len(r.EntryParams) > 0 || r.RequireEntries ||
+			r.ResponseID != "" || r.MetaKeyParam != "" || r.MetaValueParam != "" ||
+			r.Lookup != nil || r.Processed || r.NoWaitParam != "" {
+			return errors.New("observe: an observing rule derives nothing and takes no other field")
+		}
+		return nil
+	}
 	if !ValidTrigger(string(r.Trigger)) {
 		return fmt.Errorf("trigger: %q is not a trigger name", r.Trigger)
 	}

@@ -34,8 +34,9 @@ func TestRuleSetMatch(t *testing.T) {
 		{"GET", "/post", ""},
 		{"POST", "/remove", "remove"},
 		{"POST", "/BatchPost", "batchpost"},
-		{"GET", "/query", ""},
-		{"POST", "/query", ""},
+		{"GET", "/query", "query"},
+		{"POST", "/Query/", "query"},
+		{"DELETE", "/query", ""},
 		{"GET", "/get", ""},
 		{"POST", "/download", ""},
 		{"GET", "/", ""},
@@ -159,6 +160,8 @@ func TestNewRuleSetErrors(t *testing.T) {
 		{"lookup bad path", func(r *Rule) { r.Lookup = &Lookup{Path: "get", Params: []string{"key"}} }, `rule "r": lookup: path`},
 		{"lookup no params", func(r *Rule) { r.Lookup = &Lookup{Path: "/get"} }, `rule "r": lookup: params`},
 		{"lookup empty param", func(r *Rule) { r.Lookup = &Lookup{Path: "/get", Params: []string{""}} }, `rule "r": lookup: params`},
+		{"observe with a trigger", func(r *Rule) { r.Observe = true }, `rule "r": observe`},
+		{"observe with a response id", func(r *Rule) { *r = Rule{Name: "r", Path: "/r", Observe: true, ResponseID: "id"} }, `rule "r": observe`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -10,6 +10,8 @@ import (
 
 // ClientOptions configures NewClient.
 type ClientOptions struct {
+	// Policy decides which addresses may be dialled, on every connection
+	// (allow-lists included); the zero Policy allows only global unicast.
 	Policy              Policy
 	Resolver            *net.Resolver  // nil = net.DefaultResolver
 	RootCAs             *x509.CertPool // nil = the system pool

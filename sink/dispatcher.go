@@ -26,7 +26,7 @@ const (
 	OutcomeSucceeded = "succeeded" // 2xx
 	OutcomeRetry     = "retry"     // failed; another attempt is scheduled
 	OutcomeFailed    = "failed"    // failed; no more automatic attempts
-	OutcomeDisabled  = "disabled"  // 410 Gone: the webhook was disabled, the delivery failed
+	OutcomeDisabled  = "disabled"  // 410 Gone: the webhook was disabled; the delivery waits for it to be enabled
 )
 
 // Defaults of Config.
@@ -76,6 +76,14 @@ type Config struct {
 	Now           func() time.Time // nil = time.Now
 	Rand          func() float64   // nil = math/rand/v2 Float64
 	OnResult      func(Result)     // optional; called after every completed delivery attempt
+	Breaker       BreakerConfig    // per-webhook circuit breaker; zero fields = defaults
+	// DisableAfter disables a webhook none of whose attempts succeeded
+	// for this long (a gap without attempts longer than it starts the
+	// count afresh); 0 = 72h, negative = never.
+	DisableAfter time.Duration
+	// OnHealth, optional, is called when a webhook is paused, resumed or
+	// disabled.
+	OnHealth func(HealthChange)
 }
 
 // Result describes one finished attempt (or a delivery completed without an
@@ -91,7 +99,9 @@ type Result struct {
 }
 
 // Dispatcher leases due deliveries from an Outbox and delivers them, at
-// most Workers at a time and at most PerWebhook at a time to one webhook.
+// most Workers at a time and at most PerWebhook at a time to one webhook
+// (one at a time, as probes, while the webhook's breaker is open; none while
+// its hold lasts). Deliveries of disabled webhooks stay in the outbox.
 // Attempts to one webhook start in the order they were claimed: an attempt
 // starts only once the previous one to the same webhook has received its
 // response headers, failed, or written its request at least orderGrace (1s)
@@ -112,6 +122,9 @@ type Dispatcher struct {
 	now           func() time.Time
 	rnd           func() float64
 	onResult      func(Result)
+	onHealth      func(HealthChange)
+	breaker       BreakerConfig
+	disableAfter  time.Duration
 	grace         time.Duration // orderGrace when New ran
 
 	wakeCh   chan struct{}
@@ -128,6 +141,11 @@ type Dispatcher struct {
 	inflight int                 // attempts launched and not finished
 	lanes    map[string]*lane    // by webhook id, while it has attempts in flight
 	active   map[string]struct{} // delivery ids in flight
+
+	// hmu serializes the read-modify-write of webhooks' Health.
+	hmu       sync.Mutex
+	windows   map[string]*window // breaker samples by webhook id
+	lastPrune time.Time          // of windows; loop goroutine only
 }
 
 // lane is the per-webhook state of the Dispatcher.
@@ -158,12 +176,19 @@ func New(c Config) *Dispatcher {
 		log:           c.Logger,
 		now:           c.Now,
 		onResult:      c.OnResult,
+		onHealth:      c.OnHealth,
+		breaker:       c.Breaker.withDefaults(),
+		disableAfter:  c.DisableAfter,
 		grace:         orderGrace,
 		wakeCh:        make(chan struct{}, 1),
 		stopCh:        make(chan struct{}),
 		loopDone:      make(chan struct{}),
 		lanes:         make(map[string]*lane),
 		active:        make(map[string]struct{}),
+		windows:       make(map[string]*window),
+	}
+	if d.disableAfter == 0 {
+		d.disableAfter = DefaultDisableAfter
 	}
 	if d.client == nil {
 		d.client = NewClient(ClientOptions{})
@@ -227,24 +252,25 @@ func (d *Dispatcher) Notify() {
 	}
 }
 
+// stopDrain bounds how long Stop waits, after cancelling them, for the
+// attempts still running to put their deliveries back.
+const stopDrain = time.Second
+
 // Stop stops claiming deliveries and waits for the attempts in flight to
 // finish, or for ctx to be done. Attempts still running then are cancelled
-// without being recorded: they keep their lease and are delivered again
-// once it expires. Stop is idempotent; it returns ctx.Err() when it gave
-// up waiting.
+// without being recorded, and their deliveries put back in the outbox, due
+// at once (the next dispatcher, after a reload, sends them; an attempt that
+// cannot be put back keeps its lease and is delivered again once it
+// expires). Stop is idempotent; it returns ctx.Err() when it gave up
+// waiting.
 func (d *Dispatcher) Stop(ctx context.Context) error {
 	d.stopOnce.Do(func() { close(d.stopCh) })
 	// Without a running loop, make a later Start a no-op and the loop count
 	// as done.
 	d.startOnce.Do(func() { close(d.loopDone) })
-	select {
-	case <-d.loopDone:
-	case <-ctx.Done():
-		d.cancel()
-		return ctx.Err()
-	}
 	done := make(chan struct{})
 	go func() {
+		<-d.loopDone
 		d.attempts.Wait()
 		close(done)
 	}()
@@ -254,6 +280,12 @@ func (d *Dispatcher) Stop(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		d.cancel()
+		t := time.NewTimer(stopDrain)
+		defer t.Stop()
+		select {
+		case <-done:
+		case <-t.C:
+		}
 		return ctx.Err()
 	}
 }
@@ -288,6 +320,11 @@ func (d *Dispatcher) iterate() (wait time.Duration) {
 		}
 	}()
 
+	now := d.now()
+	if now.Sub(d.lastPrune) > d.breaker.Window {
+		d.pruneWindows(now)
+		d.lastPrune = now
+	}
 	d.mu.Lock()
 	free := d.workers - d.inflight
 	d.mu.Unlock()
@@ -308,6 +345,14 @@ func (d *Dispatcher) iterate() (wait time.Duration) {
 		if full || rejected[webhookID] {
 			return false
 		}
+		limit := d.perWebhook
+		switch h := d.out.Health(webhookID); {
+		case h.HoldUntil.After(now):
+			rejected[webhookID] = true // paused, or asked to wait
+			return false
+		case h.Breaker == store.BreakerOpen:
+			limit = 1 // one probe at a time
+		}
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		if d.inflight+reservedTotal >= d.workers {
@@ -318,7 +363,7 @@ func (d *Dispatcher) iterate() (wait time.Duration) {
 		if l := d.lanes[webhookID]; l != nil {
 			n += l.inflight
 		}
-		if n >= d.perWebhook {
+		if n >= limit {
 			rejected[webhookID] = true
 			return false
 		}
@@ -327,7 +372,6 @@ func (d *Dispatcher) iterate() (wait time.Duration) {
 		return true
 	}
 
-	now := d.now()
 	claims, err := d.out.ClaimDue(now, d.lease, free, accept)
 	if err != nil {
 		d.log.Error("claiming due webhook deliveries", zap.Error(err))
@@ -353,14 +397,18 @@ func (d *Dispatcher) iterate() (wait time.Duration) {
 }
 
 // launch starts the attempt of one claimed delivery in its own goroutine.
+// It is a probe when the webhook's breaker is open.
 func (d *Dispatcher) launch(c store.Claimed) {
 	id, wh := c.Delivery.ID, c.Delivery.WebhookID
+	probe := d.out.Health(wh).Breaker == store.BreakerOpen
 	d.mu.Lock()
 	if _, dup := d.active[id]; dup {
 		// Leased again while still in flight (its lease expired while it
 		// waited for its turn): the running attempt completes it.
 		d.mu.Unlock()
-		d.log.Debug("webhook delivery already in flight", zap.String("delivery_id", id), zap.String("webhook_id", wh))
+		if ce := d.log.Check(zapcore.DebugLevel, "webhook delivery already in flight"); ce != nil {
+			ce.Write(zap.String("delivery_id", id), zap.String("event_id", c.Delivery.EventID), zap.String("webhook_id", wh))
+		}
 		return
 	}
 	d.active[id] = struct{}{}
@@ -377,12 +425,12 @@ func (d *Dispatcher) launch(c store.Claimed) {
 	d.mu.Unlock()
 
 	d.attempts.Add(1)
-	go d.run(c, prev, gate)
+	go d.run(c, probe, prev, gate)
 }
 
 // run waits for the previous attempt to the same webhook to open its gate
 // (see Dispatcher), then makes this one.
-func (d *Dispatcher) run(c store.Claimed, prev <-chan struct{}, gate chan struct{}) {
+func (d *Dispatcher) run(c store.Claimed, probe bool, prev <-chan struct{}, gate chan struct{}) {
 	var once sync.Once
 	release := func() { once.Do(func() { close(gate) }) }
 	defer func() {
@@ -402,10 +450,37 @@ func (d *Dispatcher) run(c store.Claimed, prev <-chan struct{}, gate chan struct
 		select {
 		case <-prev:
 		case <-d.base.Done():
-			return // stopping: leave it leased
+			d.putBack(c.Delivery, "dispatcher stopped")
+			return
 		}
 	}
-	d.deliver(c, release)
+	d.deliver(c, probe, release)
+}
+
+// putBack returns a claimed delivery to the outbox, due at once and ahead
+// of the webhook's later deliveries, without recording an attempt: the
+// dispatcher stopped before its attempt ended, or its webhook was disabled
+// after it was claimed. If that fails, the delivery keeps its lease and is
+// due again when it expires.
+func (d *Dispatcher) putBack(dl store.Delivery, why string) {
+	now := d.now()
+	err := d.out.Complete(dl.ID, nil, store.Outcome{State: store.StatePending, NextAttemptAt: firstInLine(dl, now)}, now)
+	level := zapcore.DebugLevel
+	if err != nil {
+		level = zapcore.WarnLevel
+	}
+	if ce := d.log.Check(level, "webhook delivery put back in the outbox"); ce != nil {
+		fields := []zap.Field{
+			zap.String("delivery_id", dl.ID),
+			zap.String("event_id", dl.EventID),
+			zap.String("webhook_id", dl.WebhookID),
+			zap.String("why", why),
+		}
+		if err != nil {
+			fields = append(fields, zap.Error(err))
+		}
+		ce.Write(fields...)
+	}
 }
 
 func (d *Dispatcher) finish(dl store.Delivery) {
@@ -421,25 +496,39 @@ func (d *Dispatcher) finish(dl store.Delivery) {
 	}
 }
 
+// firstInLine is the due time that puts a delivery back ahead of the ones
+// created after it: its creation time (if past).
+func firstInLine(dl store.Delivery, now time.Time) time.Time {
+	if dl.CreatedAt.IsZero() || dl.CreatedAt.After(now) {
+		return now
+	}
+	return dl.CreatedAt
+}
+
 // errStopped marks an attempt cut short by Stop.
 var errStopped = errors.New("dispatcher stopped")
 
 // deliver makes one attempt of a claimed delivery and completes it.
 // release opens the gate of the next attempt to the webhook: it is called
 // when the response arrives, orderGrace after the request was written, or
-// when the attempt ends, whichever comes first.
-func (d *Dispatcher) deliver(c store.Claimed, release func()) {
+// when the attempt ends, whichever comes first. Every failure is retried
+// on the schedule, except a 410 Gone, which disables the webhook.
+func (d *Dispatcher) deliver(c store.Claimed, probe bool, release func()) {
 	dl := c.Delivery
 	res := Result{DeliveryID: dl.ID, EventID: dl.EventID, WebhookID: dl.WebhookID}
 
-	if c.Webhook == nil || !c.Webhook.Enabled {
-		reason := "webhook disabled"
-		if c.Webhook == nil {
-			reason = "webhook deleted"
-		}
-		res.Err = errors.New(reason)
+	switch {
+	case c.Webhook == nil:
+		res.Err = errors.New("webhook deleted")
 		res.Outcome = OutcomeFailed
 		d.complete(dl.ID, nil, store.Outcome{State: store.StateFailed}, d.now(), res, zapcore.InfoLevel, "webhook delivery dropped")
+		if d.onResult != nil {
+			d.onResult(res)
+		}
+		return
+	case !c.Webhook.Enabled:
+		// Disabled after the claim: kept for when it is enabled again.
+		d.putBack(dl, "webhook disabled")
 		return
 	}
 
@@ -449,7 +538,8 @@ func (d *Dispatcher) deliver(c store.Claimed, release func()) {
 	status, body, header, err := d.send(c, release)
 	res.Duration = time.Since(started)
 	if errors.Is(err, errStopped) {
-		return // leave it leased; it is attempted again after the lease
+		d.putBack(dl, "dispatcher stopped")
+		return
 	}
 	end := d.now()
 	res.Status, res.Err = status, err
@@ -469,20 +559,31 @@ func (d *Dispatcher) deliver(c store.Claimed, release func()) {
 	}
 
 	var out store.Outcome
+	obs := observation{webhookID: dl.WebhookID, eventID: dl.EventID, failed: true, probe: probe, err: att.Error}
+	if obs.err == "" {
+		obs.err = fmt.Sprintf("HTTP %d", status)
+	}
 	level, msg := zapcore.InfoLevel, "webhook delivery failed, will retry"
 	switch {
 	case err == nil && status >= 200 && status < 300:
 		out.State = store.StateSucceeded
 		res.Outcome = OutcomeSucceeded
+		obs.failed = false
 		level, msg = zapcore.DebugLevel, "webhook delivered"
 	case err == nil && status == http.StatusGone:
-		if derr := d.out.DisableWebhook(c.Webhook.ID, disableReason); derr != nil {
-			d.log.Error("disabling webhook after 410 Gone", zap.String("webhook_id", c.Webhook.ID), zap.Error(derr))
-		}
-		out.State = store.StateFailed
+		// Kept, first in line, for when the webhook is enabled again.
+		out.State = store.StatePending
+		out.NextAttemptAt = firstInLine(dl, end)
 		res.Outcome = OutcomeDisabled
 		level, msg = zapcore.WarnLevel, "webhook receiver answered 410 Gone; webhook disabled"
 	default:
+		if err == nil && (status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable) {
+			if ra, ok := RetryAfter(header, end); ok {
+				// The whole webhook waits, so later deliveries do not
+				// overtake this one nor add to the receiver's load.
+				obs.holdUntil = end.Add(min(ra, d.maxRetryAfter))
+			}
+		}
 		delay, ok := d.schedule.Delay(res.Attempt, d.rnd)
 		if !ok {
 			out.State = store.StateFailed
@@ -490,25 +591,35 @@ func (d *Dispatcher) deliver(c store.Claimed, release func()) {
 			level, msg = zapcore.WarnLevel, "webhook delivery failed, no attempts left"
 			break
 		}
-		if err == nil && (status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable) {
-			if ra, ok := RetryAfter(header, end); ok {
-				ra = min(ra, d.maxRetryAfter)
-				delay = max(delay, ra)
-			}
-		}
 		out.State = store.StatePending
 		out.NextAttemptAt = end.Add(delay)
 		res.Outcome = OutcomeRetry
-		res.NextAttemptAt = out.NextAttemptAt
+		res.NextAttemptAt = maxTime(out.NextAttemptAt, obs.holdUntil)
+		if !obs.holdUntil.Before(out.NextAttemptAt) {
+			// The webhook's hold is what it waits for: it keeps its place
+			// ahead of the deliveries that came after it.
+			out.NextAttemptAt = firstInLine(dl, end)
+		}
+	}
+	// Health first: a hold or an open breaker must be in place before the
+	// delivery is due again.
+	if res.Outcome == OutcomeDisabled {
+		d.markDisabled(dl.WebhookID, dl.EventID, disableReason, end)
+	} else {
+		d.observe(obs, end)
 	}
 	d.complete(dl.ID, att, out, end, res, level, msg)
+	if d.onResult != nil {
+		d.onResult(res)
+	}
 }
 
-// complete records the outcome, logs it and reports it.
+// complete records the outcome and logs it.
 func (d *Dispatcher) complete(id string, att *store.Attempt, out store.Outcome, now time.Time, res Result, level zapcore.Level, msg string) {
 	if err := d.out.Complete(id, att, out, now); err != nil {
 		d.log.Error("recording webhook delivery attempt",
 			zap.String("delivery_id", res.DeliveryID),
+			zap.String("event_id", res.EventID),
 			zap.String("webhook_id", res.WebhookID),
 			zap.Int("attempt", res.Attempt),
 			zap.Error(err))
@@ -530,9 +641,6 @@ func (d *Dispatcher) complete(id string, att *store.Attempt, out store.Outcome, 
 			fields = append(fields, zap.Time("next_attempt_at", res.NextAttemptAt))
 		}
 		ce.Write(fields...)
-	}
-	if d.onResult != nil {
-		d.onResult(res)
 	}
 }
 

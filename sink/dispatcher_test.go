@@ -416,8 +416,12 @@ func TestRetryAfter429(t *testing.T) {
 		if r1.NextAttemptAt.Before(before.Add(2*time.Second)) || r1.NextAttemptAt.After(after.Add(2*time.Second)) {
 			t.Fatalf("next attempt at +%v, want +2s", r1.NextAttemptAt.Sub(before))
 		}
-		if got, _ := h.st.GetDelivery(d.ID); !got.NextAttemptAt.Equal(r1.NextAttemptAt) || got.State != store.StatePending {
+		// The whole webhook waits; the delivery keeps its place in line.
+		if got, _ := h.st.GetDelivery(d.ID); got.State != store.StatePending || got.NextAttemptAt.After(r1.NextAttemptAt) {
 			t.Fatalf("stored delivery %+v", got)
+		}
+		if hl := h.st.Health(w.ID); !hl.HoldUntil.Equal(r1.NextAttemptAt) {
+			t.Fatalf("webhook held until %v, want %v", hl.HoldUntil, r1.NextAttemptAt)
 		}
 		h.clock.Advance(2 * time.Second)
 		h.d.Notify()
@@ -463,18 +467,27 @@ func TestRetryAfter429(t *testing.T) {
 }
 
 func TestGoneDisablesWebhook(t *testing.T) {
-	h := newHarness(t, func(_ *harness, c *Config) { c.PerWebhook = 1 })
+	var changes []HealthChange
+	var mu sync.Mutex
+	h := newHarness(t, func(_ *harness, c *Config) {
+		c.PerWebhook = 1
+		c.OnHealth = func(hc HealthChange) {
+			mu.Lock()
+			defer mu.Unlock()
+			changes = append(changes, hc)
+		}
+	})
+	var gone atomic.Bool
+	gone.Store(true)
 	rc := h.newReceiver(func(i int, w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(http.StatusGone)
+		if gone.Load() {
+			w.WriteHeader(http.StatusGone)
+		}
 	})
 	w := h.webhook(rc)
 	ds := h.enqueue(w.ID, 2)
 	h.d.Start()
 
-	first := h.waitState(ds[0].ID, store.StateFailed)
-	if first.Attempts != 1 || first.LastStatus != 410 {
-		t.Errorf("first delivery %+v", first)
-	}
 	if r := h.waitResults(ds[0].ID, 1)[0]; r.Outcome != OutcomeDisabled || r.Status != 410 {
 		t.Errorf("first result %+v", r)
 	}
@@ -485,16 +498,40 @@ func TestGoneDisablesWebhook(t *testing.T) {
 	if got.Enabled || got.DisabledReason != "410 Gone from receiver" {
 		t.Errorf("webhook after 410: enabled %v, reason %q", got.Enabled, got.DisabledReason)
 	}
-	// The next delivery finds the webhook disabled and sends nothing.
-	second := h.waitState(ds[1].ID, store.StateFailed)
-	if second.Attempts != 0 {
-		t.Errorf("second delivery made %d attempts", second.Attempts)
+	mu.Lock()
+	if len(changes) != 1 || changes[0].Change != ChangeDisabled || changes[0].Cause != CauseGone || changes[0].WebhookID != w.ID {
+		t.Errorf("health changes %+v, want one disabled (gone)", changes)
 	}
-	if r := h.waitResults(ds[1].ID, 1)[0]; r.Outcome != OutcomeFailed || r.Attempt != 0 || r.Err == nil || r.Err.Error() != "webhook disabled" {
-		t.Errorf("second result %+v", r)
+	mu.Unlock()
+	// Both deliveries are kept, pending, and nothing more is sent.
+	first, _ := h.st.GetDelivery(ds[0].ID)
+	if first.State != store.StatePending || first.Attempts != 1 || first.LastStatus != 410 {
+		t.Errorf("first delivery %+v", first)
+	}
+	h.d.Notify()
+	if cl, err := h.st.ClaimDue(h.clock.Now().Add(time.Hour), time.Minute, 10, nil); err != nil || len(cl) != 0 {
+		t.Errorf("claimable from the disabled webhook: %d, %v", len(cl), err)
 	}
 	if n := rc.n.Load(); n != 1 {
 		t.Errorf("receiver got %d requests, want 1", n)
+	}
+	if second, _ := h.st.GetDelivery(ds[1].ID); second.State != store.StatePending || second.Attempts != 0 {
+		t.Errorf("second delivery %+v", second)
+	}
+
+	// Enabled again (the receiver is back): both are delivered, in order.
+	gone.Store(false)
+	got.Enabled = true
+	got.DisabledReason = ""
+	if err := h.st.UpdateWebhook(got); err != nil {
+		t.Fatal(err)
+	}
+	h.d.Notify()
+	h.waitState(ds[0].ID, store.StateSucceeded)
+	h.waitState(ds[1].ID, store.StateSucceeded)
+	reqs := rc.requests()
+	if len(reqs) != 3 || reqs[1].id != ds[0].ID || reqs[2].id != ds[1].ID {
+		t.Errorf("requests after enabling: %d", len(reqs))
 	}
 }
 
@@ -585,43 +622,82 @@ func TestRedirectIsAFailure(t *testing.T) {
 	}
 }
 
-func TestWebhookDeletedOrDisabled(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		change func(h *harness, w store.Webhook)
-		reason string
-	}{
-		{"deleted", func(h *harness, w store.Webhook) {
-			if err := h.st.DeleteWebhook(w.ID); err != nil {
-				t.Fatal(err)
-			}
-		}, "webhook deleted"},
-		{"disabled", func(h *harness, w store.Webhook) {
-			w.Enabled = false
-			if err := h.st.UpdateWebhook(w); err != nil {
-				t.Fatal(err)
-			}
-		}, "webhook disabled"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t, nil)
-			rc := h.newReceiver(nil)
-			w := h.webhook(rc)
-			d := h.enqueue(w.ID, 1)[0]
-			tc.change(h, w)
-			h.d.Start()
-			got := h.waitState(d.ID, store.StateFailed)
-			if got.Attempts != 0 {
-				t.Errorf("attempts %d, want 0", got.Attempts)
-			}
-			r := h.waitResults(d.ID, 1)[0]
-			if r.Outcome != OutcomeFailed || r.Attempt != 0 || r.Err == nil || r.Err.Error() != tc.reason {
-				t.Errorf("result %+v", r)
-			}
-			if n := rc.n.Load(); n != 0 {
-				t.Errorf("receiver got %d requests", n)
-			}
-		})
+func TestWebhookDeleted(t *testing.T) {
+	h := newHarness(t, nil)
+	rc := h.newReceiver(nil)
+	w := h.webhook(rc)
+	d := h.enqueue(w.ID, 1)[0]
+	if err := h.st.DeleteWebhook(w.ID); err != nil {
+		t.Fatal(err)
+	}
+	h.d.Start()
+	got := h.waitState(d.ID, store.StateFailed)
+	if got.Attempts != 0 {
+		t.Errorf("attempts %d, want 0", got.Attempts)
+	}
+	r := h.waitResults(d.ID, 1)[0]
+	if r.Outcome != OutcomeFailed || r.Attempt != 0 || r.Err == nil || r.Err.Error() != "webhook deleted" {
+		t.Errorf("result %+v", r)
+	}
+	if n := rc.n.Load(); n != 0 {
+		t.Errorf("receiver got %d requests", n)
+	}
+}
+
+// TestDisabledWebhookKeepsDeliveries: a disabled webhook's deliveries are
+// neither sent nor dropped, including one claimed just before the webhook
+// was disabled; enabling it delivers them.
+func TestDisabledWebhookKeepsDeliveries(t *testing.T) {
+	h := newHarness(t, nil)
+	rc := h.newReceiver(nil)
+	w := h.webhook(rc)
+	ds := h.enqueue(w.ID, 3)
+	// The first is claimed by someone, then the webhook is disabled: the
+	// dispatcher gets the claim with the enabled snapshot it was claimed
+	// with... and a disabled one here, as if the change came in between.
+	cl, err := h.st.ClaimDue(h.clock.Now(), time.Millisecond, 1, nil)
+	if err != nil || len(cl) != 1 {
+		t.Fatalf("ClaimDue: %d, %v", len(cl), err)
+	}
+	w.Enabled = false
+	if err := h.st.UpdateWebhook(w); err != nil {
+		t.Fatal(err)
+	}
+	cl[0].Webhook.Enabled = false
+	h.d.attempts.Add(1)
+	h.d.mu.Lock()
+	h.d.inflight++
+	h.d.active[cl[0].Delivery.ID] = struct{}{}
+	h.d.mu.Unlock()
+	h.d.run(cl[0], false, nil, make(chan struct{}))
+
+	h.d.Start()
+	for _, d := range ds {
+		got, err := h.st.GetDelivery(d.ID)
+		if err != nil || got.State != store.StatePending || got.Attempts != 0 {
+			t.Errorf("delivery %+v, %v; want pending without attempts", got, err)
+		}
+	}
+	if next, ok, err := h.st.NextDue(); ok || err != nil {
+		t.Errorf("NextDue = %v, %v, %v with only a disabled webhook's deliveries", next, ok, err)
+	}
+	if n := rc.n.Load(); n != 0 {
+		t.Errorf("receiver got %d requests from a disabled webhook", n)
+	}
+	if res := h.res.ofWebhook(w.ID); len(res) != 0 {
+		t.Errorf("results %+v", res)
+	}
+
+	w.Enabled = true
+	if err := h.st.UpdateWebhook(w); err != nil {
+		t.Fatal(err)
+	}
+	h.d.Notify()
+	for _, d := range ds {
+		h.waitState(d.ID, store.StateSucceeded)
+	}
+	if n := rc.n.Load(); n != 3 {
+		t.Errorf("receiver got %d requests, want 3", n)
 	}
 }
 
@@ -1027,7 +1103,7 @@ func TestStop(t *testing.T) {
 			t.Fatalf("delivery %+v: the attempt finished during Stop and must be recorded", got)
 		}
 	})
-	t.Run("deadline leaves the lease", func(t *testing.T) {
+	t.Run("deadline puts the delivery back", func(t *testing.T) {
 		h := newHarness(t, func(_ *harness, c *Config) { c.Timeout = time.Minute })
 		release := make(chan struct{})
 		rc := h.newReceiver(func(i int, w http.ResponseWriter, r *http.Request) {
@@ -1047,7 +1123,8 @@ func TestStop(t *testing.T) {
 		if err := h.d.Stop(ctx); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("Stop = %v, want deadline exceeded", err)
 		}
-		// The cancelled attempt winds down without being recorded.
+		// The cancelled attempt winds down without being recorded, its
+		// delivery due at once for the next dispatcher.
 		ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel2()
 		if err := h.d.Stop(ctx2); err != nil {
@@ -1057,8 +1134,11 @@ func TestStop(t *testing.T) {
 		if got.State != store.StatePending || got.Attempts != 0 {
 			t.Fatalf("delivery %+v, want pending without attempts", got)
 		}
-		if lease := got.NextAttemptAt.Sub(h.clock.Now()); lease < time.Minute {
-			t.Fatalf("lease ends in %v, want about 90s", lease)
+		if due := got.NextAttemptAt.Sub(h.clock.Now()); due > 0 {
+			t.Fatalf("delivery due in %v, want at once", due)
+		}
+		if cl, err := h.st.ClaimDue(h.clock.Now(), time.Minute, 10, nil); err != nil || len(cl) != 1 {
+			t.Fatalf("claimable after Stop: %d, %v", len(cl), err)
 		}
 		if res := h.res.of(d.ID); len(res) != 0 {
 			t.Fatalf("results %+v", res)

@@ -20,6 +20,10 @@ type fakeDNS struct {
 	answers map[string][]netip.Addr // lower-case FQDN
 	silent  map[string]bool
 	queries int
+	// stages, when set for a name, replace answers: the n-th query of a
+	// type for that name is answered from stages[min(n, len-1)].
+	stages map[string][][]netip.Addr
+	asked  map[string]int // name + "/" + type → queries so far
 }
 
 func newFakeDNS(t *testing.T) *fakeDNS {
@@ -28,7 +32,8 @@ func newFakeDNS(t *testing.T) *fakeDNS {
 	if err != nil {
 		t.Fatalf("listen udp: %v", err)
 	}
-	f := &fakeDNS{conn: pc, answers: map[string][]netip.Addr{}, silent: map[string]bool{}}
+	f := &fakeDNS{conn: pc, answers: map[string][]netip.Addr{}, silent: map[string]bool{},
+		stages: map[string][][]netip.Addr{}, asked: map[string]int{}}
 	t.Cleanup(func() { pc.Close() })
 	go f.serve()
 	return f
@@ -50,6 +55,25 @@ func (f *fakeDNS) set(name string, addrs ...string) {
 		ips = append(ips, netip.MustParseAddr(a))
 	}
 	f.answers[fqdn(name)] = ips
+}
+
+// setStages makes name answer differently over time: its first A (and
+// first AAAA) query gets the addresses of stages[0], the second those of
+// stages[1], and so on, the last stage repeating. It models a hostile name
+// server that answers a public address to the check and a private one to
+// the connection (DNS rebinding).
+func (f *fakeDNS) setStages(name string, stages ...[]string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var all [][]netip.Addr
+	for _, st := range stages {
+		var ips []netip.Addr
+		for _, a := range st {
+			ips = append(ips, netip.MustParseAddr(a))
+		}
+		all = append(all, ips)
+	}
+	f.stages[fqdn(name)] = all
 }
 
 func (f *fakeDNS) setSilent(name string) {
@@ -98,6 +122,12 @@ func (f *fakeDNS) answer(req []byte) []byte {
 	f.queries++
 	addrs, known := f.answers[name]
 	silent := f.silent[name]
+	if st := f.stages[name]; len(st) > 0 {
+		k := name + "/" + q.Type.String()
+		n := f.asked[k]
+		f.asked[k] = n + 1
+		addrs, known = st[min(n, len(st)-1)], true
+	}
 	f.mu.Unlock()
 	if silent {
 		return nil

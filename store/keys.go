@@ -16,9 +16,11 @@ import (
 //	ev/<eventID>                              JSON Event (TTL once no delivery is pending)
 //	evp/<eventID>/<deliveryID>                empty; marks a pending delivery of the event
 //	dl/<deliveryID>                           JSON Delivery (TTL once finished)
-//	q/<due nanos><seq>                        "<deliveryID>/<webhookID>"; one per pending delivery
+//	wq/, ws/, wsp/, wn/, hl/, wo/             per-webhook queues, their schedule and health (schedule.go)
+//	q/<due nanos><seq>                        "<deliveryID>/<webhookID>"; earlier versions' single queue, migrated at open
 //	at/<webhookID>/<^at nanos><^attempt seq>  JSON Attempt (TTL); newest first
 //	ls/<deliveryID>                           empty; the delivery is leased to a dispatcher
+//	wt/<watchID>                              JSON Watch (TTL: deadline + 1 day); never credentials
 //	seq/delivery, seq/attempt                 Badger sequences
 const (
 	prefixWebhook      = "wh/"
@@ -28,6 +30,7 @@ const (
 	prefixQueue        = "q/"
 	prefixAttempt      = "at/"
 	prefixLease        = "ls/"
+	prefixWatch        = "wt/"
 
 	keyDeliverySeq = "seq/delivery"
 	keyAttemptSeq  = "seq/attempt"
@@ -64,14 +67,6 @@ func queueKey(due time.Time, seq uint64) []byte {
 	k = binary.BigEndian.AppendUint64(k, unixNanos(due))
 	k = binary.BigEndian.AppendUint64(k, seq)
 	return k
-}
-
-// parseQueueKey returns the due time (Unix nanoseconds) in a queue key.
-func parseQueueKey(k []byte) (uint64, error) {
-	if len(k) != queueKeyLen || !strings.HasPrefix(string(k), prefixQueue) {
-		return 0, fmt.Errorf("malformed queue key %q", k)
-	}
-	return binary.BigEndian.Uint64(k[len(prefixQueue):]), nil
 }
 
 // queueValue is the value of a queue entry: enough to decide whether to

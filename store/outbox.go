@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,9 +22,11 @@ func newDeliveryID() string {
 	return "msg_" + strings.ToLower(rand.Text())
 }
 
-// write is one entry of a multi-transaction write.
+// write is one entry of a multi-transaction write. queued marks the entry
+// that puts a delivery in its webhook's queue, counted by QueueDepth.
 type write struct {
 	key, val []byte
+	queued   bool
 }
 
 // Enqueue records events and creates one pending delivery, due now, for
@@ -55,7 +58,7 @@ func (s *Store) Enqueue(events []Event, now time.Time) ([]Delivery, error) {
 				}
 				// The event goes first, so that it is committed no later
 				// than any queue entry that refers to it.
-				writes = append(writes, write{eventKey(ev.ID), val})
+				writes = append(writes, write{key: eventKey(ev.ID), val: val})
 				eventWritten = true
 			}
 			d, dw, err := s.newDelivery(ev.ID, w.ID, now)
@@ -84,8 +87,9 @@ func validateEventID(id string) error {
 }
 
 // newDelivery returns a fresh pending delivery due at now and the writes
-// that store it: the delivery, the event's pending marker and, last, its
-// queue entry.
+// that store it: the delivery, the event's pending marker, its age index
+// entry, its queue entry and, last, its webhook's wn marker. None of them
+// reads anything, so Enqueue never conflicts with the dispatchers.
 func (s *Store) newDelivery(eventID, webhookID string, now time.Time) (Delivery, []write, error) {
 	seq, err := s.deliverySeq.Next()
 	if err != nil {
@@ -106,9 +110,11 @@ func (s *Store) newDelivery(eventID, webhookID string, now time.Time) (Delivery,
 		return Delivery{}, nil, fmt.Errorf("encoding delivery %s: %w", d.ID, err)
 	}
 	return d, []write{
-		{deliveryKey(d.ID), val},
-		{eventPendingKey(eventID, d.ID), nil},
-		{queueKey(d.NextAttemptAt, d.Seq), queueValue(d.ID, webhookID)},
+		{key: deliveryKey(d.ID), val: val},
+		{key: eventPendingKey(eventID, d.ID)},
+		{key: oldestKey(d.CreatedAt, d.Seq), val: []byte(d.ID)},
+		{key: webhookQueueKey(webhookID, d.NextAttemptAt, d.Seq), val: []byte(d.ID), queued: true},
+		{key: dirtyKey(webhookID)},
 	}, nil
 }
 
@@ -127,6 +133,11 @@ func (s *Store) writeInOrder(writes []write) error {
 		}
 		if err != nil {
 			return err
+		}
+		for _, w := range writes[:n] {
+			if w.queued {
+				s.depth.Add(1)
+			}
 		}
 		writes = writes[n:]
 	}
@@ -185,6 +196,7 @@ func (s *Store) EnqueueDelivery(ev Event, webhookID string, now time.Time) (Deli
 	if err != nil {
 		return Delivery{}, fmt.Errorf("enqueuing delivery: %w", err)
 	}
+	s.depth.Add(1)
 	return d, nil
 }
 
@@ -227,13 +239,18 @@ type candidate struct {
 	key        []byte
 	deliveryID string
 	webhookID  string
+	due, seq   uint64
 }
 
-// ClaimDue leases up to limit deliveries due at or before now, in queue
-// order (due time, then sequence), whose webhook accept approves (nil
-// accepts all). Each is moved to now+lease, so no other ClaimDue hands it
-// out again before the lease expires; if it is not completed by then, it is
-// due again. A delivery whose event is missing is completed as failed and
+// ClaimDue leases up to limit deliveries due at or before now whose webhook
+// accept approves (nil accepts all). It walks the webhooks in the order
+// their first delivery became due and, for each, its deliveries in queue
+// order (due time, then sequence), moving on to the next webhook at the
+// first one accept turns down. Deliveries of disabled webhooks, and of
+// webhooks held (Health.HoldUntil) past now, are not looked at. Each claimed
+// delivery is moved to now+lease, so no other ClaimDue hands it out again
+// before the lease expires; if it is not completed by then, it is due
+// again. A delivery whose event is missing is completed as failed and
 // skipped. Webhook is nil for deliveries of deleted webhooks. On error,
 // deliveries already leased are not returned; their leases expire.
 func (s *Store) ClaimDue(now time.Time, lease time.Duration, limit int, accept func(webhookID string) bool) ([]Claimed, error) {
@@ -243,11 +260,14 @@ func (s *Store) ClaimDue(now time.Time, lease time.Duration, limit int, accept f
 	if limit <= 0 {
 		return []Claimed{}, nil
 	}
-	cands, err := s.dueCandidates(now, limit, accept)
+	if err := s.normalize(now); err != nil {
+		return nil, fmt.Errorf("claiming deliveries: %w", err)
+	}
+	cands, stale, err := s.dueCandidates(now, limit, accept)
 	if err != nil {
 		return nil, err
 	}
-	if len(cands) == 0 {
+	if len(cands) == 0 && len(stale) == 0 {
 		return []Claimed{}, nil
 	}
 
@@ -255,14 +275,20 @@ func (s *Store) ClaimDue(now time.Time, lease time.Duration, limit int, accept f
 	// A webhook whose earlier delivery could not be claimed gets none of
 	// its later ones in this call, so deliveries never overtake each other.
 	var claimed []Claimed
+	var delta int64
 	err = s.db.Update(func(txn *badger.Txn) error {
 		claimed = claimed[:0]
+		delta = 0
 		skip := map[string]bool{}
+		var touched []string
 		for _, c := range cands {
 			if skip[c.webhookID] {
 				continue
 			}
-			cl, ok, err := s.claim(txn, c, now, lease)
+			if !slices.Contains(touched, c.webhookID) {
+				touched = append(touched, c.webhookID)
+			}
+			cl, ok, err := s.claim(txn, c, now, lease, &delta)
 			if errors.Is(err, errTaken) {
 				skip[c.webhookID] = true
 				continue
@@ -274,12 +300,18 @@ func (s *Store) ClaimDue(now time.Time, lease time.Duration, limit int, accept f
 				claimed = append(claimed, cl)
 			}
 		}
+		for _, id := range append(touched, stale...) {
+			if err := s.reschedule(txn, id); err != nil {
+				return err
+			}
+		}
 		if claimBatchHook != nil {
 			claimBatchHook()
 		}
 		return nil
 	})
 	if err == nil {
+		s.depth.Add(delta)
 		return claimed, nil
 	}
 	if !errors.Is(err, badger.ErrConflict) && !errors.Is(err, badger.ErrTxnTooBig) {
@@ -296,10 +328,14 @@ func (s *Store) ClaimDue(now time.Time, lease time.Duration, limit int, accept f
 		}
 		var cl Claimed
 		var ok bool
+		var delta int64
 		err := s.db.Update(func(txn *badger.Txn) error {
 			var err error
-			cl, ok, err = s.claim(txn, c, now, lease)
-			return err
+			delta = 0
+			if cl, ok, err = s.claim(txn, c, now, lease, &delta); err != nil {
+				return err
+			}
+			return s.reschedule(txn, c.webhookID)
 		})
 		if errors.Is(err, badger.ErrConflict) || errors.Is(err, errTaken) {
 			skip[c.webhookID] = true
@@ -308,6 +344,7 @@ func (s *Store) ClaimDue(now time.Time, lease time.Duration, limit int, accept f
 		if err != nil {
 			return nil, fmt.Errorf("claiming delivery %s: %w", c.deliveryID, err)
 		}
+		s.depth.Add(delta)
 		if ok {
 			claimed = append(claimed, cl)
 		}
@@ -315,54 +352,11 @@ func (s *Store) ClaimDue(now time.Time, lease time.Duration, limit int, accept f
 	return claimed, nil
 }
 
-// dueCandidates scans the queue for up to limit accepted entries due at or
-// before now.
-func (s *Store) dueCandidates(now time.Time, limit int, accept func(string) bool) ([]candidate, error) {
-	var cands []candidate
-	nowNanos := unixNanos(now)
-	err := s.db.View(func(txn *badger.Txn) error {
-		prefix := []byte(prefixQueue)
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: prefix})
-		defer it.Close()
-		for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
-			item := it.Item()
-			due, err := parseQueueKey(item.Key())
-			if err != nil {
-				return err
-			}
-			if due > nowNanos {
-				return nil
-			}
-			var c candidate
-			err = item.Value(func(val []byte) error {
-				var err error
-				c.deliveryID, c.webhookID, err = parseQueueValue(val)
-				return err
-			})
-			if err != nil {
-				return err
-			}
-			if accept != nil && !accept(c.webhookID) {
-				continue
-			}
-			c.key = item.KeyCopy(nil)
-			cands = append(cands, c)
-			if len(cands) == limit {
-				return nil
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("scanning queue: %w", err)
-	}
-	return cands, nil
-}
-
-// claim leases one candidate in txn. ok is false when the candidate is no
-// longer claimable: taken by someone else, inconsistent (its queue entry is
+// claim leases one candidate in txn, adding to *delta the change in the
+// number of queued deliveries. ok is false when the candidate is no longer
+// claimable: taken by someone else, inconsistent (its queue entry is
 // dropped) or without event (the delivery is failed).
-func (s *Store) claim(txn *badger.Txn, c candidate, now time.Time, lease time.Duration) (Claimed, bool, error) {
+func (s *Store) claim(txn *badger.Txn, c candidate, now time.Time, lease time.Duration, delta *int64) (Claimed, bool, error) {
 	if _, err := txn.Get(c.key); err != nil {
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return Claimed{}, false, errTaken // claimed or completed meanwhile
@@ -374,8 +368,9 @@ func (s *Store) claim(txn *badger.Txn, c candidate, now time.Time, lease time.Du
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return Claimed{}, false, err
 	}
-	if err != nil || d.State != StatePending || !bytes.Equal(queueKey(d.NextAttemptAt, d.Seq), c.key) {
+	if err != nil || d.State != StatePending || !bytes.Equal(webhookQueueKey(d.WebhookID, d.NextAttemptAt, d.Seq), c.key) {
 		// A queue entry that does not match its delivery is stale.
+		*delta--
 		return Claimed{}, false, deleteKey(txn, c.key)
 	}
 	if err := txn.Delete(c.key); err != nil {
@@ -388,6 +383,7 @@ func (s *Store) claim(txn *badger.Txn, c candidate, now time.Time, lease time.Du
 		d.State = StateFailed
 		d.LastError = eventMissingError
 		d.UpdatedAt = now
+		*delta--
 		return Claimed{}, false, s.finish(txn, &d)
 	}
 	if err != nil {
@@ -398,7 +394,7 @@ func (s *Store) claim(txn *badger.Txn, c candidate, now time.Time, lease time.Du
 	if err := setJSON(txn, deliveryKey(d.ID), "delivery "+d.ID, &d, 0); err != nil {
 		return Claimed{}, false, err
 	}
-	if err := txn.Set(queueKey(d.NextAttemptAt, d.Seq), queueValue(d.ID, d.WebhookID)); err != nil {
+	if err := txn.Set(webhookQueueKey(d.WebhookID, d.NextAttemptAt, d.Seq), []byte(d.ID)); err != nil {
 		return Claimed{}, false, fmt.Errorf("writing queue entry: %w", err)
 	}
 	if err := txn.Set(leaseKey(d.ID), nil); err != nil {
@@ -412,12 +408,13 @@ func (s *Store) claim(txn *badger.Txn, c candidate, now time.Time, lease time.Du
 }
 
 // Complete applies the result of an attempt (nil: none was made, for
-// example because the webhook is gone) to a delivery. With out.State
-// pending the delivery is due again at out.NextAttemptAt (now if zero);
-// otherwise it leaves the queue and it, its event once no other delivery of
-// it is pending, and the attempt records expire after the record TTL. A
-// delivery that already finished keeps its state; only the attempt is
-// recorded. It returns a wrapped ErrNotFound for an unknown delivery.
+// example because the webhook is gone, or the attempt was cut short) to a
+// delivery. With out.State pending the delivery is due again at
+// out.NextAttemptAt (now if zero); otherwise it leaves the queue and it,
+// its event once no other delivery of it is pending, and the attempt
+// records expire after the record TTL. A delivery that already finished
+// keeps its state; only the attempt is recorded. It returns a wrapped
+// ErrNotFound for an unknown delivery.
 func (s *Store) Complete(deliveryID string, attempt *Attempt, out Outcome, now time.Time) error {
 	switch out.State {
 	case StatePending, StateSucceeded, StateFailed:
@@ -431,7 +428,9 @@ func (s *Store) Complete(deliveryID string, attempt *Attempt, out Outcome, now t
 			return fmt.Errorf("completing delivery %s: next attempt sequence: %w", deliveryID, err)
 		}
 	}
+	var delta int64
 	err := s.update(func(txn *badger.Txn) error {
+		delta = 0
 		var d Delivery
 		if err := getJSON(txn, deliveryKey(deliveryID), "delivery "+deliveryID, &d); err != nil {
 			return err
@@ -453,12 +452,25 @@ func (s *Store) Complete(deliveryID string, attempt *Attempt, out Outcome, now t
 		if d.State != StatePending {
 			return setJSON(txn, deliveryKey(d.ID), "delivery "+d.ID, &d, s.recordTTL)
 		}
-		if err := deleteKey(txn, queueKey(d.NextAttemptAt, d.Seq)); err != nil {
-			return err
+		qk := webhookQueueKey(d.WebhookID, d.NextAttemptAt, d.Seq)
+		switch _, err := txn.Get(qk); {
+		case err == nil:
+			delta--
+			if err := deleteKey(txn, qk); err != nil {
+				return err
+			}
+		case !errors.Is(err, badger.ErrKeyNotFound):
+			return fmt.Errorf("reading queue entry: %w", err)
 		}
 		if out.State != StatePending {
+			// Leaving the queue can only make the webhook's schedule
+			// entry early, which ClaimDue corrects when it finds nothing.
 			d.State = out.State
 			return s.finish(txn, &d)
+		}
+		// Due again, maybe before the webhook's schedule entry.
+		if err := markDirty(txn, d.WebhookID); err != nil {
+			return err
 		}
 		d.NextAttemptAt = out.NextAttemptAt
 		if d.NextAttemptAt.IsZero() {
@@ -467,14 +479,16 @@ func (s *Store) Complete(deliveryID string, attempt *Attempt, out Outcome, now t
 		if err := setJSON(txn, deliveryKey(d.ID), "delivery "+d.ID, &d, 0); err != nil {
 			return err
 		}
-		if err := txn.Set(queueKey(d.NextAttemptAt, d.Seq), queueValue(d.ID, d.WebhookID)); err != nil {
+		if err := txn.Set(webhookQueueKey(d.WebhookID, d.NextAttemptAt, d.Seq), []byte(d.ID)); err != nil {
 			return fmt.Errorf("writing queue entry: %w", err)
 		}
+		delta++
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("completing delivery %s: %w", deliveryID, err)
 	}
+	s.depth.Add(delta)
 	return nil
 }
 
@@ -485,6 +499,9 @@ func (s *Store) finish(txn *badger.Txn, d *Delivery) error {
 		return err
 	}
 	if err := deleteKey(txn, eventPendingKey(d.EventID, d.ID)); err != nil {
+		return err
+	}
+	if err := deleteKey(txn, oldestKey(d.CreatedAt, d.Seq)); err != nil {
 		return err
 	}
 	return s.releaseEvent(txn, d.EventID, d.ID)
@@ -537,50 +554,63 @@ func deleteKey(txn *badger.Txn, key []byte) error {
 	return nil
 }
 
-// NextDue returns the earliest time a queued delivery is due (leased ones
-// included: they are due when their lease expires); ok is false when the
-// queue is empty.
+// NextDue returns the earliest time a queued delivery of an enabled
+// webhook is due, or its webhook's hold ends if that is later (leased
+// deliveries included: they are due when their lease expires); ok is false
+// when there is none.
 func (s *Store) NextDue() (time.Time, bool, error) {
-	var due time.Time
+	var due uint64
 	var ok bool
 	err := s.db.View(func(txn *badger.Txn) error {
-		prefix := []byte(prefixQueue)
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: prefix})
-		defer it.Close()
-		it.Seek(prefix)
-		if !it.ValidForPrefix(prefix) {
-			return nil
-		}
-		n, err := parseQueueKey(it.Item().Key())
+		// A marked webhook's schedule entry may be out of date: its
+		// queue is read instead.
+		marked, err := s.markedHeads(txn, nil)
 		if err != nil {
 			return err
 		}
-		due, ok = time.Unix(0, int64(n)).UTC(), true
+		for _, v := range marked {
+			if !ok || v.due < due {
+				due, ok = v.due, true
+			}
+		}
+		// An entry may be early (its deliveries finished since): each is
+		// checked against its queue until the next entry cannot be
+		// earlier than what was found.
+		prefix := []byte(prefixSchedule)
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: prefix})
+		defer it.Close()
+		qit := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: []byte(prefixWebhookQueue)})
+		defer qit.Close()
+		for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+			n, id, err := parseScheduleKey(it.Item().Key())
+			if err != nil {
+				return err
+			}
+			if ok && n >= due {
+				return nil
+			}
+			if _, err := txn.Get(dirtyKey(id)); err == nil {
+				continue
+			} else if !errors.Is(err, badger.ErrKeyNotFound) {
+				return err
+			}
+			head, found, err := s.headDue(qit, id)
+			if err != nil {
+				return err
+			}
+			if found && (!ok || head < due) {
+				due, ok = head, true
+			}
+		}
 		return nil
 	})
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("reading next due delivery: %w", err)
 	}
-	return due, ok, nil
-}
-
-// QueueDepth returns the number of pending deliveries, leased ones
-// included.
-func (s *Store) QueueDepth() (int, error) {
-	n := 0
-	err := s.db.View(func(txn *badger.Txn) error {
-		prefix := []byte(prefixQueue)
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: prefix})
-		defer it.Close()
-		for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
-			n++
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("counting queue: %w", err)
+	if !ok {
+		return time.Time{}, false, nil
 	}
-	return n, nil
+	return nanosTime(due), true, nil
 }
 
 // GetDelivery returns a delivery, or a wrapped ErrNotFound (also once a
@@ -615,16 +645,7 @@ func (s *Store) GetEvent(id string) (Event, error) {
 // stopped mid-attempt) and nobody is delivering it. Without this, such
 // deliveries would wait for their lease to run out.
 func (s *Store) releaseLeases(now time.Time) error {
-	var ids []string
-	err := s.db.View(func(txn *badger.Txn) error {
-		prefix := []byte(prefixLease)
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: prefix})
-		defer it.Close()
-		for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
-			ids = append(ids, string(it.Item().Key()[len(prefix):]))
-		}
-		return nil
-	})
+	ids, err := s.keysWithPrefix(prefixLease, 0)
 	if err != nil {
 		return fmt.Errorf("listing leases: %w", err)
 	}
@@ -644,17 +665,17 @@ func (s *Store) releaseLeases(now time.Time) error {
 			if d.State != StatePending || !d.NextAttemptAt.After(now) {
 				return nil
 			}
-			if err := deleteKey(txn, queueKey(d.NextAttemptAt, d.Seq)); err != nil {
+			if err := deleteKey(txn, webhookQueueKey(d.WebhookID, d.NextAttemptAt, d.Seq)); err != nil {
 				return err
 			}
 			d.NextAttemptAt = now
 			if err := setJSON(txn, deliveryKey(d.ID), "delivery "+d.ID, &d, 0); err != nil {
 				return err
 			}
-			if err := txn.Set(queueKey(d.NextAttemptAt, d.Seq), queueValue(d.ID, d.WebhookID)); err != nil {
+			if err := txn.Set(webhookQueueKey(d.WebhookID, d.NextAttemptAt, d.Seq), []byte(d.ID)); err != nil {
 				return fmt.Errorf("writing queue entry: %w", err)
 			}
-			return nil
+			return markDirty(txn, d.WebhookID)
 		})
 		if err != nil {
 			return fmt.Errorf("releasing lease of delivery %s: %w", id, err)

@@ -558,7 +558,8 @@ func TestEnqueueDelivery(t *testing.T) {
 			t.Fatal("event of a failed delivery never expires")
 		}
 
-		// Redeliver: even to a disabled webhook, with the stored event.
+		// Redeliver: even to a disabled webhook (kept until it is enabled),
+		// with the stored event.
 		if err := s.DisableWebhook("wh1", "operator"); err != nil {
 			t.Fatalf("DisableWebhook: %v", err)
 		}
@@ -584,6 +585,20 @@ func TestEnqueueDelivery(t *testing.T) {
 		td, err := s.EnqueueDelivery(test, "wh1", now)
 		if err != nil {
 			t.Fatalf("EnqueueDelivery(test event): %v", err)
+		}
+		// A disabled webhook's deliveries wait, kept, until it is enabled.
+		if cl := mustClaim(t, s, now, 10); len(cl) != 0 {
+			t.Fatalf("claimed %v from a disabled webhook", claimedIDs(cl))
+		}
+		if n := queueDepth(t, s); n != 2 {
+			t.Errorf("QueueDepth = %d, want 2", n)
+		}
+		if _, ok, err := s.NextDue(); ok || err != nil {
+			t.Errorf("NextDue = %v, %v with only a disabled webhook's deliveries queued", ok, err)
+		}
+		w.Enabled = true
+		if err := s.UpdateWebhook(w); err != nil {
+			t.Fatalf("UpdateWebhook: %v", err)
 		}
 		cl := mustClaim(t, s, now, 10)
 		if ids := claimedIDs(cl); !slices.Equal(ids, []string{re.ID, td.ID}) {

@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 	"sync"
@@ -66,6 +67,14 @@ type Store struct {
 	index     atomic.Pointer[webhookIndex]
 	webhookMu sync.Mutex
 
+	// health caches every stored Health; healthMu also serializes
+	// SetHealth so that the cache follows the database's order.
+	healthMu sync.RWMutex
+	health   map[string]Health
+
+	// depth counts the queued deliveries.
+	depth atomic.Int64
+
 	closeMu sync.Mutex
 	closed  bool
 }
@@ -80,7 +89,7 @@ func Open(opts Options) (*Store, error) {
 			return nil, errors.New("opening store: no directory given")
 		}
 		if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
-			return nil, fmt.Errorf("creating store directory: %w", err)
+			return nil, fmt.Errorf("creating store directory: %w; make its parent writable by the user running Caddy, or set a different 'storage' directory", err)
 		}
 		bopts = bopts.WithDir(opts.Dir).WithValueDir(opts.Dir)
 	}
@@ -99,7 +108,7 @@ func Open(opts Options) (*Store, error) {
 			return nil, fmt.Errorf("%w: another Caddy process or config is using %s; stop it or set a different 'storage' directory",
 				ErrLocked, opts.Dir)
 		}
-		return nil, fmt.Errorf("opening store at %s: %w", opts.Dir, err)
+		return nil, fmt.Errorf("opening store at %s: %w; %s", opts.Dir, err, openFix(err))
 	}
 
 	s := &Store{db: db, recordTTL: opts.RecordTTL}
@@ -108,12 +117,17 @@ func Open(opts Options) (*Store, error) {
 	}
 	if err := s.init(); err != nil {
 		_ = s.Close()
-		return nil, err
+		if opts.InMemory {
+			return nil, err
+		}
+		return nil, fmt.Errorf("reading store at %s: %w; %s", opts.Dir, err, openFix(err))
 	}
 	return s, nil
 }
 
-// init acquires the sequences and loads the webhook index.
+// init acquires the sequences, loads the webhook index and health, brings
+// the queue up to date (migrating the layout of earlier versions, releasing
+// leases of a dead process, rebuilding the schedule) and counts it.
 func (s *Store) init() error {
 	var err error
 	s.deliverySeq, err = s.db.GetSequence([]byte(keyDeliverySeq), sequenceBandwidth)
@@ -129,7 +143,32 @@ func (s *Store) init() error {
 		return err
 	}
 	s.index.Store(newWebhookIndex(hooks))
-	return s.releaseLeases(time.Now())
+	if err := s.loadHealth(); err != nil {
+		return err
+	}
+	if err := s.migrateQueue(); err != nil {
+		return err
+	}
+	if err := s.releaseLeases(time.Now()); err != nil {
+		return err
+	}
+	if err := s.rebuildSchedule(); err != nil {
+		return err
+	}
+	n, err := s.countQueue()
+	if err != nil {
+		return err
+	}
+	s.depth.Store(n)
+	return nil
+}
+
+// openFix tells an operator how to get past a store that will not open.
+func openFix(err error) string {
+	if errors.Is(err, fs.ErrPermission) {
+		return "make the directory and its files readable and writable by the user running Caddy, or set a different 'storage' directory"
+	}
+	return "if the directory is damaged, move it aside (Caddy then starts with an empty store) or restore it from a backup, or set a different 'storage' directory"
 }
 
 // isLockError reports whether err is Badger's directory-lock failure. Badger

@@ -124,3 +124,42 @@ type Outcome struct {
 	State         string
 	NextAttemptAt time.Time
 }
+
+// Breaker states of Health.Breaker.
+const (
+	// BreakerClosed: deliveries flow (the zero value).
+	BreakerClosed = ""
+	// BreakerOpen: the webhook's recent attempts mostly failed. Nothing is
+	// claimed before HoldUntil; after it, one attempt at a time probes the
+	// receiver until one succeeds.
+	BreakerOpen = "open"
+)
+
+// Health is what the delivery system remembers about a webhook's receiver
+// between attempts: its circuit breaker, a hold on its deliveries, and how
+// long it has been failing. It is stored so that it survives reloads and
+// restarts; the zero value is a healthy webhook.
+type Health struct {
+	// Breaker is BreakerClosed or BreakerOpen.
+	Breaker string `json:"breaker,omitempty"`
+	// HoldUntil: no delivery of the webhook is claimed before this time
+	// (the next probe of an open breaker, or a Retry-After).
+	HoldUntil time.Time `json:"holdUntil,omitzero"`
+	// Pause is the open breaker's current pause between probes.
+	Pause time.Duration `json:"pauseNs,omitempty"`
+	// FailingSince is the first failed attempt since the last success;
+	// zero when the last attempt succeeded.
+	FailingSince time.Time `json:"failingSince,omitzero"`
+	// LastFailureAt is the latest failed attempt (to a minute).
+	LastFailureAt time.Time `json:"lastFailureAt,omitzero"`
+	// DisabledAt is when the delivery system disabled the webhook (410
+	// Gone, or failing too long); enabling the webhook clears it.
+	DisabledAt time.Time `json:"disabledAt,omitzero"`
+}
+
+// IsZero reports whether h is the health of a webhook with nothing to
+// remember.
+func (h Health) IsZero() bool {
+	return h.Breaker == BreakerClosed && h.HoldUntil.IsZero() && h.Pause == 0 &&
+		h.FailingSince.IsZero() && h.LastFailureAt.IsZero() && h.DisabledAt.IsZero()
+}

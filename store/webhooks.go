@@ -142,29 +142,46 @@ func (s *Store) ListWebhooks(apiKey string) ([]Webhook, error) {
 }
 
 // UpdateWebhook replaces the stored webhook with w (matched by ID), or
-// returns a wrapped ErrNotFound.
+// returns a wrapped ErrNotFound. Enabling a disabled webhook forgets its
+// Health (breaker and failure streak), so it starts afresh.
 func (s *Store) UpdateWebhook(w Webhook) error {
-	return s.writeWebhook(w.ID, w.clone(), func(txn *badger.Txn) error {
-		if err := getJSON(txn, webhookKey(w.ID), "webhook "+w.ID, new(Webhook)); err != nil {
+	var enabled bool
+	err := s.writeWebhook(w.ID, w.clone(), func(txn *badger.Txn) error {
+		old := new(Webhook)
+		if err := getJSON(txn, webhookKey(w.ID), "webhook "+w.ID, old); err != nil {
 			return fmt.Errorf("updating webhook: %w", err)
+		}
+		enabled = !old.Enabled && w.Enabled
+		if enabled {
+			if err := deleteKey(txn, healthKey(w.ID)); err != nil {
+				return err
+			}
 		}
 		return setJSON(txn, webhookKey(w.ID), "webhook "+w.ID, w, 0)
 	})
+	if err == nil && enabled {
+		s.dropHealth(w.ID)
+	}
+	return err
 }
 
 // DeleteWebhook removes a webhook, or returns a wrapped ErrNotFound. Its
 // pending deliveries stay queued; ClaimDue hands them out with a nil
 // Webhook so that the dispatcher can finish them.
 func (s *Store) DeleteWebhook(id string) error {
-	return s.writeWebhook(id, nil, func(txn *badger.Txn) error {
+	err := s.writeWebhook(id, nil, func(txn *badger.Txn) error {
 		if err := getJSON(txn, webhookKey(id), "webhook "+id, new(Webhook)); err != nil {
 			return fmt.Errorf("deleting webhook: %w", err)
 		}
 		if err := txn.Delete(webhookKey(id)); err != nil {
 			return fmt.Errorf("deleting webhook %s: %w", id, err)
 		}
-		return nil
+		return deleteKey(txn, healthKey(id))
 	})
+	if err == nil {
+		s.dropHealth(id)
+	}
+	return err
 }
 
 // DisableWebhook turns a webhook off, recording why (for example
@@ -191,13 +208,25 @@ func (s *Store) writeWebhook(id string, w *Webhook, fn func(txn *badger.Txn) err
 }
 
 // writeWebhookFunc is writeWebhook with the new webhook known only after fn
-// has run.
+// has run. It also has ClaimDue reschedule the webhook, since whether it is
+// enabled decides whether its deliveries are claimed.
 func (s *Store) writeWebhookFunc(id string, w func() *Webhook, fn func(txn *badger.Txn) error) error {
 	s.webhookMu.Lock()
 	defer s.webhookMu.Unlock()
-	if err := s.update(fn); err != nil {
+	err := s.update(func(txn *badger.Txn) error {
+		if err := fn(txn); err != nil {
+			return err
+		}
+		return markDirty(txn, id)
+	})
+	if err != nil {
 		return err
 	}
 	s.index.Store(s.index.Load().with(id, w()))
+	// ClaimDue reads whether a webhook is enabled from the index: mark the
+	// webhook again now that the index has the change, in case the marker
+	// above was consumed before. Should this write fail, the next change
+	// of the webhook's queue, or the next Open, reschedules it.
+	_ = s.update(func(txn *badger.Txn) error { return markDirty(txn, id) })
 	return nil
 }
