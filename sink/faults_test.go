@@ -99,7 +99,7 @@ func TestFaultInjection(t *testing.T) {
 			respond: func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "bad", http.StatusBadRequest) }},
 		{name: "302 not followed", failures: 1, status: 302,
 			respond: func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/elsewhere", http.StatusFound) }},
-		{name: "hang past the timeout", failures: 2, timeout: 300 * time.Millisecond, errPart: "timeout after 300ms",
+		{name: "hang past the timeout", failures: 2, timeout: time.Second, errPart: "timeout after 1s",
 			respond: func(_ http.ResponseWriter, r *http.Request) { <-r.Context().Done() }},
 		{name: "connection reset", failures: 2, errPart: "",
 			respond: func(w http.ResponseWriter, _ *http.Request) { reset(w) }},
