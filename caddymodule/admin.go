@@ -167,39 +167,23 @@ type webhookInput struct {
 	Enabled     *bool     `json:"enabled"`
 }
 
-// webhookView is a webhook as the admin API shows it.
+// webhookView is a webhook as the admin API shows it: the stored record
+// without the rotated-out secrets, and without the secret where asked.
 type webhookView struct {
-	ID             string    `json:"id"`
-	Name           string    `json:"name"`
-	URL            string    `json:"url"`
-	Description    string    `json:"description"`
-	Triggers       []string  `json:"triggers"`
-	APIKey         string    `json:"apiKey"`
-	Enabled        bool      `json:"enabled"`
-	Secret         string    `json:"secret,omitempty"`
-	CreatedAt      time.Time `json:"createdAt"`
-	UpdatedAt      time.Time `json:"updatedAt"`
-	DisabledReason string    `json:"disabledReason,omitempty"`
+	store.Webhook
+	// PreviousSecrets shadows the stored field (the shallower field wins
+	// in encoding/json) and stays nil, so rotated-out secrets are never
+	// shown.
+	PreviousSecrets []store.PreviousSecret `json:"previousSecrets,omitempty"`
 }
 
 func view(w store.Webhook, withSecret bool) webhookView {
-	v := webhookView{
-		ID:             w.ID,
-		Name:           w.Name,
-		URL:            w.URL,
-		Description:    w.Description,
-		Triggers:       w.Triggers,
-		APIKey:         w.APIKey,
-		Enabled:        w.Enabled,
-		CreatedAt:      w.CreatedAt,
-		UpdatedAt:      w.UpdatedAt,
-		DisabledReason: w.DisabledReason,
-	}
+	v := webhookView{Webhook: w}
 	if v.Triggers == nil {
 		v.Triggers = []string{}
 	}
-	if withSecret {
-		v.Secret = w.Secret
+	if !withSecret {
+		v.Secret = ""
 	}
 	return v
 }

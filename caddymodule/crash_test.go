@@ -164,20 +164,8 @@ http://:%d {
 	}
 
 	first := startCaddy(t, bin, config, home, adminPort)
-	body, _ := json.Marshal(map[string]any{
-		"name": "crash", "url": fmt.Sprintf("https://127.0.0.1:%d/hook", hookPort),
-		"apiKey": "crash-key", "triggers": []string{"CollectionMetadataAdd"},
-	})
-	resp, err := http.Post(fmt.Sprintf("http://localhost:%d/echo3d/webhooks", adminPort), "application/json", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var hook webhook
-	_ = json.NewDecoder(resp.Body).Decode(&hook)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("create webhook: %d", resp.StatusCode)
-	}
+	hook := createWebhookAt(t, fmt.Sprintf("http://localhost:%d", adminPort), "crash",
+		fmt.Sprintf("https://127.0.0.1:%d/hook", hookPort), "crash-key", "CollectionMetadataAdd")
 
 	// The receiver's port is closed: every attempt is refused and retried.
 	for i := range events_ {

@@ -101,6 +101,12 @@ func load(t *testing.T, tester *caddytest.Tester, cfg string) {
 // adminCall sends a JSON request to the admin API.
 func adminCall(t *testing.T, method, path string, body any) (int, []byte) {
 	t.Helper()
+	return adminCallAt(t, adminURL, method, path, body)
+}
+
+// adminCallAt sends a JSON request to the admin API at base.
+func adminCallAt(t *testing.T, base, method, path string, body any) (int, []byte) {
+	t.Helper()
 	var rd io.Reader
 	if body != nil {
 		switch b := body.(type) {
@@ -114,7 +120,7 @@ func adminCall(t *testing.T, method, path string, body any) (int, []byte) {
 			rd = bytes.NewReader(buf)
 		}
 	}
-	req, err := http.NewRequest(method, adminURL+path, rd)
+	req, err := http.NewRequest(method, base+path, rd)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +151,13 @@ type webhook struct {
 
 func createWebhook(t *testing.T, name, hookURL, apiKey string, triggers ...string) webhook {
 	t.Helper()
-	status, body := adminCall(t, http.MethodPost, "/echo3d/webhooks", map[string]any{
+	return createWebhookAt(t, adminURL, name, hookURL, apiKey, triggers...)
+}
+
+// createWebhookAt creates a webhook through the admin API at base.
+func createWebhookAt(t *testing.T, base, name, hookURL, apiKey string, triggers ...string) webhook {
+	t.Helper()
+	status, body := adminCallAt(t, base, http.MethodPost, "/echo3d/webhooks", map[string]any{
 		"name": name, "url": hookURL, "apiKey": apiKey, "triggers": triggers,
 	})
 	if status != http.StatusCreated {

@@ -1,7 +1,6 @@
 package caddymodule_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -245,20 +244,8 @@ http://:%d {
 	}
 
 	first := startCaddy(t, bin, config, home, adminPort)
-	body, _ := json.Marshal(map[string]any{
-		"name": "crash-load", "url": fmt.Sprintf("https://127.0.0.1:%d/hook", hookPort),
-		"apiKey": "crash-load", "triggers": []string{"CollectionMetadataAdd"},
-	})
-	resp, err := http.Post(fmt.Sprintf("http://localhost:%d/echo3d/webhooks", adminPort), "application/json", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var hook webhook
-	_ = json.NewDecoder(resp.Body).Decode(&hook)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("create webhook: %d", resp.StatusCode)
-	}
+	hook := createWebhookAt(t, fmt.Sprintf("http://localhost:%d", adminPort), "crash-load",
+		fmt.Sprintf("https://127.0.0.1:%d/hook", hookPort), "crash-load", "CollectionMetadataAdd")
 
 	gen := startLoad(fmt.Sprintf("http://127.0.0.1:%d", httpPort), "crash-load", 3)
 	waitUntil(t, "load before the crash", 30*time.Second, func() bool { return gen.count() >= 300 })
