@@ -483,7 +483,9 @@ func TestProcessedGiveUp(t *testing.T) {
 	e := newWatchEnv(t)
 	logFile := filepath.Join(t.TempDir(), "caddy.log")
 	tester := newTester(t)
-	load(t, tester, e.config("storage memory\n\t\tprocessed_poll 20ms 40ms 500ms", logFile))
+	// A give-up time of 2s leaves room for several polls even on a loaded
+	// machine (the check below wants at least two).
+	load(t, tester, e.config("storage memory\n\t\tprocessed_poll 20ms 40ms 2s", logFile))
 	const key = "watch-giveup-0001"
 	hook := createWebhook(t, "giveup", e.rc.url("/giveup"), key, "Upload", "Processed")
 	before := caddymodule.WatchesEnded(watch.GaveUp)
