@@ -42,11 +42,11 @@ func (s *Store) Health(webhookID string) Health {
 	return s.health[webhookID]
 }
 
-// SetHealth stores a webhook's Health (the zero Health removes the record)
-// and has ClaimDue reschedule the webhook, so that a hold takes effect at
-// once. It returns a wrapped ErrNotFound if the webhook does not exist.
-// The cache is updated under the same lock as the write, so whoever sees
-// the webhook's wn marker and then asks Health gets the new value.
+// SetHealth stores a webhook's Health (the zero Health removes the record).
+// ClaimDue and NextDue read holds from the cache, so a hold takes effect at
+// their next call. It returns a wrapped ErrNotFound if the webhook does not
+// exist. The cache is updated under the same lock as the write, so the
+// cache follows the database's order.
 func (s *Store) SetHealth(webhookID string, h Health) error {
 	s.healthMu.Lock()
 	defer s.healthMu.Unlock()
@@ -64,7 +64,7 @@ func (s *Store) SetHealth(webhookID string, h Health) error {
 		} else if err := setJSON(txn, healthKey(webhookID), "health of webhook "+webhookID, &h, 0); err != nil {
 			return err
 		}
-		return markDirty(txn, webhookID)
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("setting health of webhook %s: %w", webhookID, err)

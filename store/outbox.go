@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -88,8 +89,8 @@ func validateEventID(id string) error {
 
 // newDelivery returns a fresh pending delivery due at now and the writes
 // that store it: the delivery, the event's pending marker, its age index
-// entry, its queue entry and, last, its webhook's wn marker. None of them
-// reads anything, so Enqueue never conflicts with the dispatchers.
+// entry and its queue entry. None of them reads anything, so Enqueue never
+// conflicts with the dispatchers.
 func (s *Store) newDelivery(eventID, webhookID string, now time.Time) (Delivery, []write, error) {
 	seq, err := s.deliverySeq.Next()
 	if err != nil {
@@ -114,7 +115,6 @@ func (s *Store) newDelivery(eventID, webhookID string, now time.Time) (Delivery,
 		{key: eventPendingKey(eventID, d.ID)},
 		{key: oldestKey(d.CreatedAt, d.Seq), val: []byte(d.ID)},
 		{key: webhookQueueKey(webhookID, d.NextAttemptAt, d.Seq), val: []byte(d.ID), queued: true},
-		{key: dirtyKey(webhookID)},
 	}, nil
 }
 
@@ -122,6 +122,9 @@ func (s *Store) newDelivery(eventID, webhookID string, now time.Time) (Delivery,
 // in several consecutive ones, so that a write is never committed before
 // an earlier one.
 func (s *Store) writeInOrder(writes []write) error {
+	qk, ak := queueKeys(writes), ageKeys(writes)
+	s.bounds.lower(qk, ak)
+	defer s.bounds.lower(qk, ak)
 	for len(writes) > 0 {
 		var n int
 		var err error
@@ -182,6 +185,8 @@ func (s *Store) EnqueueDelivery(ev Event, webhookID string, now time.Time) (Deli
 	if err != nil {
 		return Delivery{}, fmt.Errorf("enqueuing delivery: %w", err)
 	}
+	qk, ak := queueKeys(writes), ageKeys(writes)
+	s.bounds.lower(qk, ak)
 	err = s.update(func(txn *badger.Txn) error {
 		if err := s.keepEvent(txn, &ev); err != nil {
 			return err
@@ -193,6 +198,7 @@ func (s *Store) EnqueueDelivery(ev Event, webhookID string, now time.Time) (Deli
 		}
 		return nil
 	})
+	s.bounds.lower(qk, ak)
 	if err != nil {
 		return Delivery{}, fmt.Errorf("enqueuing delivery: %w", err)
 	}
@@ -230,9 +236,9 @@ func (s *Store) keepEvent(txn *badger.Txn, ev *Event) error {
 // cannot overtake it.
 var errTaken = errors.New("queue entry taken")
 
-// claimBatchHook, if set (by tests), runs inside ClaimDue's batch
-// transaction just before it commits.
-var claimBatchHook func()
+// claimHook, if set (by tests), runs in ClaimDue after it has taken its
+// leases and before it reads the deliveries.
+var claimHook func()
 
 // candidate is a due queue entry found by ClaimDue's scan.
 type candidate struct {
@@ -247,12 +253,13 @@ type candidate struct {
 // their first delivery became due and, for each, its deliveries in queue
 // order (due time, then sequence), moving on to the next webhook at the
 // first one accept turns down. Deliveries of disabled webhooks, and of
-// webhooks held (Health.HoldUntil) past now, are not looked at. Each claimed
-// delivery is moved to now+lease, so no other ClaimDue hands it out again
-// before the lease expires; if it is not completed by then, it is due
-// again. A delivery whose event is missing is completed as failed and
-// skipped. Webhook is nil for deliveries of deleted webhooks. On error,
-// deliveries already leased are not returned; their leases expire.
+// webhooks held (Health.HoldUntil) past now, are not looked at. A claimed
+// delivery is leased in memory until now+lease (see leases) and keeps its
+// place in its queue: no other ClaimDue hands it out before the lease
+// expires, and if it is not completed by then, it is due again. A claim
+// writes nothing, except to fail a delivery whose event is missing (it is
+// skipped) or drop a queue entry that no longer matches its delivery.
+// Webhook is nil for deliveries of deleted webhooks.
 func (s *Store) ClaimDue(now time.Time, lease time.Duration, limit int, accept func(webhookID string) bool) ([]Claimed, error) {
 	if lease <= 0 {
 		return nil, fmt.Errorf("claiming deliveries: lease %v is not positive", lease)
@@ -260,35 +267,46 @@ func (s *Store) ClaimDue(now time.Time, lease time.Duration, limit int, accept f
 	if limit <= 0 {
 		return []Claimed{}, nil
 	}
-	if err := s.normalize(now); err != nil {
-		return nil, fmt.Errorf("claiming deliveries: %w", err)
-	}
-	cands, stale, err := s.dueCandidates(now, limit, accept)
+	cands, err := s.dueCandidates(now, limit, accept)
 	if err != nil {
 		return nil, err
 	}
-	if len(cands) == 0 && len(stale) == 0 {
+	if len(cands) == 0 {
 		return []Claimed{}, nil
 	}
 
-	// Fast path: claim all in one transaction.
-	// A webhook whose earlier delivery could not be claimed gets none of
-	// its later ones in this call, so deliveries never overtake each other.
+	// Lease first, read after: a Complete that ended a lease before this
+	// call took it has committed before the transaction below starts, so
+	// its changes are seen. A webhook whose earlier delivery could not be
+	// leased gets none of its later ones in this call, so deliveries never
+	// overtake each other.
+	until := now.Add(lease)
+	leased := cands[:0:0]
+	skip := map[string]bool{}
+	for _, c := range cands {
+		if skip[c.webhookID] {
+			continue
+		}
+		if !s.leases.take(c.deliveryID, now, until) {
+			skip[c.webhookID] = true
+			continue
+		}
+		leased = append(leased, c)
+	}
+	if claimHook != nil {
+		claimHook()
+	}
+
 	var claimed []Claimed
 	var delta int64
-	err = s.db.Update(func(txn *badger.Txn) error {
-		claimed = claimed[:0]
-		delta = 0
-		skip := map[string]bool{}
-		var touched []string
-		for _, c := range cands {
+	err = s.update(func(txn *badger.Txn) error {
+		claimed, delta = claimed[:0], 0
+		clear(skip)
+		for _, c := range leased {
 			if skip[c.webhookID] {
 				continue
 			}
-			if !slices.Contains(touched, c.webhookID) {
-				touched = append(touched, c.webhookID)
-			}
-			cl, ok, err := s.claim(txn, c, now, lease, &delta)
+			cl, ok, err := s.claim(txn, c, now, &delta)
 			if errors.Is(err, errTaken) {
 				skip[c.webhookID] = true
 				continue
@@ -300,66 +318,36 @@ func (s *Store) ClaimDue(now time.Time, lease time.Duration, limit int, accept f
 				claimed = append(claimed, cl)
 			}
 		}
-		for _, id := range append(touched, stale...) {
-			if err := s.reschedule(txn, id); err != nil {
-				return err
-			}
-		}
-		if claimBatchHook != nil {
-			claimBatchHook()
-		}
 		return nil
 	})
-	if err == nil {
-		s.depth.Add(delta)
-		return claimed, nil
-	}
-	if !errors.Is(err, badger.ErrConflict) && !errors.Is(err, badger.ErrTxnTooBig) {
+	if err != nil {
+		for _, c := range leased {
+			s.leases.drop(c.deliveryID)
+		}
 		return nil, fmt.Errorf("claiming deliveries: %w", err)
 	}
-
-	// Another claimer (or Complete) got to some of them first: claim one
-	// at a time, skipping those taken.
-	claimed = claimed[:0]
-	skip := map[string]bool{}
-	for _, c := range cands {
-		if skip[c.webhookID] {
-			continue
-		}
-		var cl Claimed
-		var ok bool
-		var delta int64
-		err := s.db.Update(func(txn *badger.Txn) error {
-			var err error
-			delta = 0
-			if cl, ok, err = s.claim(txn, c, now, lease, &delta); err != nil {
-				return err
-			}
-			return s.reschedule(txn, c.webhookID)
-		})
-		if errors.Is(err, badger.ErrConflict) || errors.Is(err, errTaken) {
-			skip[c.webhookID] = true
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("claiming delivery %s: %w", c.deliveryID, err)
-		}
-		s.depth.Add(delta)
-		if ok {
-			claimed = append(claimed, cl)
+	s.depth.Add(delta)
+	// Give back the leases of what was not claimed after all.
+	kept := make(map[string]bool, len(claimed))
+	for _, c := range claimed {
+		kept[c.Delivery.ID] = true
+	}
+	for _, c := range leased {
+		if !kept[c.deliveryID] {
+			s.leases.drop(c.deliveryID)
 		}
 	}
 	return claimed, nil
 }
 
-// claim leases one candidate in txn, adding to *delta the change in the
-// number of queued deliveries. ok is false when the candidate is no longer
-// claimable: taken by someone else, inconsistent (its queue entry is
-// dropped) or without event (the delivery is failed).
-func (s *Store) claim(txn *badger.Txn, c candidate, now time.Time, lease time.Duration, delta *int64) (Claimed, bool, error) {
+// claim reads one leased candidate in txn, adding to *delta the change in
+// the number of queued deliveries. ok is false when the candidate is no
+// longer claimable: completed or moved meanwhile (errTaken), inconsistent
+// (its queue entry is dropped) or without event (the delivery is failed).
+func (s *Store) claim(txn *badger.Txn, c candidate, now time.Time, delta *int64) (Claimed, bool, error) {
 	if _, err := txn.Get(c.key); err != nil {
 		if errors.Is(err, badger.ErrKeyNotFound) {
-			return Claimed{}, false, errTaken // claimed or completed meanwhile
+			return Claimed{}, false, errTaken
 		}
 		return Claimed{}, false, fmt.Errorf("reading queue entry: %w", err)
 	}
@@ -373,13 +361,13 @@ func (s *Store) claim(txn *badger.Txn, c candidate, now time.Time, lease time.Du
 		*delta--
 		return Claimed{}, false, deleteKey(txn, c.key)
 	}
-	if err := txn.Delete(c.key); err != nil {
-		return Claimed{}, false, fmt.Errorf("deleting queue entry: %w", err)
-	}
 
 	var ev Event
 	err = getJSON(txn, eventKey(d.EventID), "event "+d.EventID, &ev)
 	if errors.Is(err, ErrNotFound) {
+		if err := deleteKey(txn, c.key); err != nil {
+			return Claimed{}, false, err
+		}
 		d.State = StateFailed
 		d.LastError = eventMissingError
 		d.UpdatedAt = now
@@ -388,17 +376,6 @@ func (s *Store) claim(txn *badger.Txn, c candidate, now time.Time, lease time.Du
 	}
 	if err != nil {
 		return Claimed{}, false, err
-	}
-
-	d.NextAttemptAt = now.Add(lease)
-	if err := setJSON(txn, deliveryKey(d.ID), "delivery "+d.ID, &d, 0); err != nil {
-		return Claimed{}, false, err
-	}
-	if err := txn.Set(webhookQueueKey(d.WebhookID, d.NextAttemptAt, d.Seq), []byte(d.ID)); err != nil {
-		return Claimed{}, false, fmt.Errorf("writing queue entry: %w", err)
-	}
-	if err := txn.Set(leaseKey(d.ID), nil); err != nil {
-		return Claimed{}, false, fmt.Errorf("writing lease marker: %w", err)
 	}
 	cl := Claimed{Delivery: d, Event: ev}
 	if w, ok := s.index.Load().byID[d.WebhookID]; ok {
@@ -429,8 +406,9 @@ func (s *Store) Complete(deliveryID string, attempt *Attempt, out Outcome, now t
 		}
 	}
 	var delta int64
+	var requeued []queuedKey
 	err := s.update(func(txn *badger.Txn) error {
-		delta = 0
+		delta, requeued = 0, nil
 		var d Delivery
 		if err := getJSON(txn, deliveryKey(deliveryID), "delivery "+deliveryID, &d); err != nil {
 			return err
@@ -445,9 +423,6 @@ func (s *Store) Complete(deliveryID string, attempt *Attempt, out Outcome, now t
 			d.LastError = a.Error
 		}
 		d.UpdatedAt = now
-		if err := deleteKey(txn, leaseKey(d.ID)); err != nil {
-			return err
-		}
 
 		if d.State != StatePending {
 			return setJSON(txn, deliveryKey(d.ID), "delivery "+d.ID, &d, s.recordTTL)
@@ -463,14 +438,10 @@ func (s *Store) Complete(deliveryID string, attempt *Attempt, out Outcome, now t
 			return fmt.Errorf("reading queue entry: %w", err)
 		}
 		if out.State != StatePending {
-			// Leaving the queue can only make the webhook's schedule
-			// entry early, which ClaimDue corrects when it finds nothing.
+			// Leaving the queue can only make the webhook's bound
+			// early, which ClaimDue corrects when it finds nothing.
 			d.State = out.State
 			return s.finish(txn, &d)
-		}
-		// Due again, maybe before the webhook's schedule entry.
-		if err := markDirty(txn, d.WebhookID); err != nil {
-			return err
 		}
 		d.NextAttemptAt = out.NextAttemptAt
 		if d.NextAttemptAt.IsZero() {
@@ -479,15 +450,21 @@ func (s *Store) Complete(deliveryID string, attempt *Attempt, out Outcome, now t
 		if err := setJSON(txn, deliveryKey(d.ID), "delivery "+d.ID, &d, 0); err != nil {
 			return err
 		}
-		if err := txn.Set(webhookQueueKey(d.WebhookID, d.NextAttemptAt, d.Seq), []byte(d.ID)); err != nil {
+		qk = webhookQueueKey(d.WebhookID, d.NextAttemptAt, d.Seq)
+		if err := txn.Set(qk, []byte(d.ID)); err != nil {
 			return fmt.Errorf("writing queue entry: %w", err)
 		}
+		// Due again, maybe before the webhook's bound.
+		requeued = []queuedKey{{webhookID: d.WebhookID, key: qk, due: unixNanos(d.NextAttemptAt)}}
+		s.bounds.lower(requeued, nil)
 		delta++
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("completing delivery %s: %w", deliveryID, err)
 	}
+	s.bounds.lower(requeued, nil)
+	s.leases.drop(deliveryID)
 	s.depth.Add(delta)
 	return nil
 }
@@ -557,48 +534,40 @@ func deleteKey(txn *badger.Txn, key []byte) error {
 // NextDue returns the earliest time a queued delivery of an enabled
 // webhook is due, or its webhook's hold ends if that is later (leased
 // deliveries included: they are due when their lease expires); ok is false
-// when there is none.
+// when there is none. It looks at the queues in the order of their
+// in-memory bounds, each from its bound, until no later one can be
+// earlier than what it found.
 func (s *Store) NextDue() (time.Time, bool, error) {
+	idx := s.index.Load()
+	var visits []visit
+	s.bounds.each(func(id string, due uint64) {
+		if w, known := idx.byID[id]; known && !w.Enabled {
+			return
+		}
+		visits = append(visits, visit{due: max(due, unixNanos(s.Health(id).HoldUntil)), webhookID: id})
+	})
+	if len(visits) == 0 {
+		return time.Time{}, false, nil
+	}
+	slices.SortFunc(visits, func(a, b visit) int { return cmp.Compare(a.due, b.due) })
 	var due uint64
 	var ok bool
 	err := s.db.View(func(txn *badger.Txn) error {
-		// A marked webhook's schedule entry may be out of date: its
-		// queue is read instead.
-		marked, err := s.markedHeads(txn, nil)
-		if err != nil {
-			return err
-		}
-		for _, v := range marked {
-			if !ok || v.due < due {
-				due, ok = v.due, true
-			}
-		}
-		// An entry may be early (its deliveries finished since): each is
-		// checked against its queue until the next entry cannot be
-		// earlier than what was found.
-		prefix := []byte(prefixSchedule)
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: prefix})
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: []byte(prefixWebhookQueue)})
 		defer it.Close()
-		qit := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: []byte(prefixWebhookQueue)})
-		defer qit.Close()
-		for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
-			n, id, err := parseScheduleKey(it.Item().Key())
-			if err != nil {
-				return err
-			}
-			if ok && n >= due {
+		for _, v := range visits {
+			if ok && v.due >= due {
 				return nil
 			}
-			if _, err := txn.Get(dirtyKey(id)); err == nil {
-				continue
-			} else if !errors.Is(err, badger.ErrKeyNotFound) {
-				return err
-			}
-			head, found, err := s.headDue(qit, id)
+			head, found, err := s.nextDue(it, v.webhookID)
 			if err != nil {
 				return err
 			}
-			if found && (!ok || head < due) {
+			if !found {
+				continue
+			}
+			head = max(head, unixNanos(s.Health(v.webhookID).HoldUntil))
+			if !ok || head < due {
 				due, ok = head, true
 			}
 		}
@@ -675,7 +644,7 @@ func (s *Store) releaseLeases(now time.Time) error {
 			if err := txn.Set(webhookQueueKey(d.WebhookID, d.NextAttemptAt, d.Seq), []byte(d.ID)); err != nil {
 				return fmt.Errorf("writing queue entry: %w", err)
 			}
-			return markDirty(txn, d.WebhookID)
+			return nil
 		})
 		if err != nil {
 			return fmt.Errorf("releasing lease of delivery %s: %w", id, err)

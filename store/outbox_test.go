@@ -217,11 +217,9 @@ func TestClaimDue(t *testing.T) {
 			if c.Event.ID != c.Delivery.EventID || len(c.Event.Payload) == 0 {
 				t.Errorf("Claimed.Event = %+v for delivery of %s", c.Event, c.Delivery.EventID)
 			}
-			if want := t0.Add(time.Minute + time.Hour); !c.Delivery.NextAttemptAt.Equal(want) {
-				t.Errorf("leased NextAttemptAt = %v, want %v", c.Delivery.NextAttemptAt, want)
-			}
-			if d, _ := s.GetDelivery(c.Delivery.ID); !d.NextAttemptAt.Equal(c.Delivery.NextAttemptAt) {
-				t.Errorf("stored NextAttemptAt = %v, want %v", d.NextAttemptAt, c.Delivery.NextAttemptAt)
+			// A leased delivery keeps its place: nothing is written.
+			if d, _ := s.GetDelivery(c.Delivery.ID); !d.NextAttemptAt.Equal(c.Delivery.NextAttemptAt) || d.NextAttemptAt.After(t0.Add(time.Minute)) {
+				t.Errorf("stored NextAttemptAt = %v, claimed %v", d.NextAttemptAt, c.Delivery.NextAttemptAt)
 			}
 		}
 
@@ -271,7 +269,7 @@ func TestClaimDueLeaseExpiry(t *testing.T) {
 				t.Fatalf("step %d: ClaimDue at %v returned %d, want %d", i, st.now, len(cl), st.want)
 			}
 			if len(cl) == 1 {
-				if cl[0].Delivery.ID != d.ID || !cl[0].Delivery.NextAttemptAt.Equal(st.now.Add(lease)) {
+				if cl[0].Delivery.ID != d.ID || !cl[0].Delivery.NextAttemptAt.Equal(d.NextAttemptAt) {
 					t.Errorf("step %d: claimed %+v", i, cl[0].Delivery)
 				}
 			}
@@ -337,12 +335,12 @@ func TestClaimDueConcurrent(t *testing.T) {
 	})
 }
 
-// TestClaimDueConflict makes another claimer commit while ClaimDue's batch
-// transaction is open: the batch conflicts and ClaimDue falls back to
-// claiming one at a time. The other took the webhook's first delivery, so
-// this call leaves its later ones alone rather than let them overtake it;
-// a delivery of another webhook is still claimed.
-func TestClaimDueConflict(t *testing.T) {
+// TestClaimDueRace makes another claimer, and then a Complete, run between
+// a ClaimDue's scan and its reads: the other claimer took the webhook's
+// first delivery, so this call leaves its later ones alone rather than let
+// them overtake it; a delivery of another webhook is still claimed. A
+// delivery completed after the scan found it is not handed out.
+func TestClaimDueRace(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, s *Store) {
 		mustCreate(t, s, testWebhook("wh1", "k", t0, "create"))
 		ds := mustEnqueue(t, s, testEvent("e1", "k", "create"), testEvent("e2", "k", "create"), testEvent("e3", "k", "create"))
@@ -350,13 +348,43 @@ func TestClaimDueConflict(t *testing.T) {
 		other := mustEnqueue(t, s, testEvent("e4", "k2", "create"))
 
 		var inner []Claimed
-		claimBatchHook = func() {
-			claimBatchHook = nil
+		claimHook = func() {
+			claimHook = nil
 			inner = mustClaim(t, s, t0, 1)
 		}
-		t.Cleanup(func() { claimBatchHook = nil })
+		t.Cleanup(func() { claimHook = nil })
+		// The inner claim runs once the outer one has taken its leases:
+		// it finds e1 to e3 leased and e4 too, and gets nothing.
 		outer := mustClaim(t, s, t0, 10)
+		if len(inner) != 0 {
+			t.Errorf("inner ClaimDue = %v, want nothing (all leased)", claimedIDs(inner))
+		}
+		if want := append(deliveryIDs(ds), other[0].ID); !slices.Equal(claimedIDs(outer), want) {
+			t.Errorf("outer ClaimDue = %v, want %v", claimedIDs(outer), want)
+		}
+		for _, c := range outer {
+			mustComplete(t, s, c.Delivery.ID, nil, Outcome{State: StatePending, NextAttemptAt: t0})
+		}
 
+		// Now the inner claim runs first: it takes e1, the outer call
+		// skips wh1 (e2 must not overtake e1) and takes e4.
+		claimHook = func() {
+			claimHook = nil
+			inner = mustClaim(t, s, t0, 1)
+		}
+		outer = nil
+		var err error
+		// Scan first, lease after: let the inner claim in between by
+		// running it from the accept callback, before the leases.
+		outer, err = s.ClaimDue(t0, time.Minute, 10, func(string) bool {
+			if claimHook != nil {
+				claimHook()
+			}
+			return true
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
 		if want := []string{ds[0].ID}; !slices.Equal(claimedIDs(inner), want) {
 			t.Errorf("inner ClaimDue = %v, want %v", claimedIDs(inner), want)
 		}
@@ -368,6 +396,17 @@ func TestClaimDueConflict(t *testing.T) {
 		}
 		if later := mustClaim(t, s, t0, 10); !slices.Equal(claimedIDs(later), []string{ds[1].ID, ds[2].ID}) {
 			t.Errorf("next ClaimDue = %v, want %v", claimedIDs(later), []string{ds[1].ID, ds[2].ID})
+		}
+
+		// A delivery completed between the scan and the reads.
+		fresh := mustEnqueue(t, s, testEvent("e5", "k2", "create"))
+		mustComplete(t, s, other[0].ID, &Attempt{Status: 200}, Outcome{State: StateSucceeded})
+		claimHook = func() {
+			claimHook = nil
+			mustComplete(t, s, fresh[0].ID, &Attempt{Status: 200}, Outcome{State: StateSucceeded})
+		}
+		if cl := mustClaim(t, s, t0, 10); len(cl) != 0 {
+			t.Errorf("ClaimDue of a delivery completed meanwhile = %v", claimedIDs(cl))
 		}
 	})
 }

@@ -72,6 +72,13 @@ type Store struct {
 	healthMu sync.RWMutex
 	health   map[string]Health
 
+	// bounds is the in-memory schedule: where each webhook's queue starts
+	// and when its first delivery is due.
+	bounds *bounds
+
+	// leases are the deliveries handed out by ClaimDue.
+	leases *leases
+
 	// depth counts the queued deliveries.
 	depth atomic.Int64
 
@@ -111,7 +118,7 @@ func Open(opts Options) (*Store, error) {
 		return nil, fmt.Errorf("opening store at %s: %w; %s", opts.Dir, err, openFix(err))
 	}
 
-	s := &Store{db: db, recordTTL: opts.RecordTTL}
+	s := &Store{db: db, recordTTL: opts.RecordTTL, bounds: newBounds(), leases: newLeases()}
 	if s.recordTTL <= 0 {
 		s.recordTTL = DefaultRecordTTL
 	}
@@ -127,7 +134,7 @@ func Open(opts Options) (*Store, error) {
 
 // init acquires the sequences, loads the webhook index and health, brings
 // the queue up to date (migrating the layout of earlier versions, releasing
-// leases of a dead process, rebuilding the schedule) and counts it.
+// leases of a dead process, loading the schedule) and counts it.
 func (s *Store) init() error {
 	var err error
 	s.deliverySeq, err = s.db.GetSequence([]byte(keyDeliverySeq), sequenceBandwidth)
@@ -152,7 +159,7 @@ func (s *Store) init() error {
 	if err := s.releaseLeases(time.Now()); err != nil {
 		return err
 	}
-	if err := s.rebuildSchedule(); err != nil {
+	if err := s.loadQueues(); err != nil {
 		return err
 	}
 	n, err := s.countQueue()

@@ -208,25 +208,15 @@ func (s *Store) writeWebhook(id string, w *Webhook, fn func(txn *badger.Txn) err
 }
 
 // writeWebhookFunc is writeWebhook with the new webhook known only after fn
-// has run. It also has ClaimDue reschedule the webhook, since whether it is
-// enabled decides whether its deliveries are claimed.
+// has run.
 func (s *Store) writeWebhookFunc(id string, w func() *Webhook, fn func(txn *badger.Txn) error) error {
 	s.webhookMu.Lock()
 	defer s.webhookMu.Unlock()
-	err := s.update(func(txn *badger.Txn) error {
-		if err := fn(txn); err != nil {
-			return err
-		}
-		return markDirty(txn, id)
-	})
-	if err != nil {
+	if err := s.update(fn); err != nil {
 		return err
 	}
+	// ClaimDue and NextDue read whether a webhook is enabled from the
+	// index, so the change takes effect at their next call.
 	s.index.Store(s.index.Load().with(id, w()))
-	// ClaimDue reads whether a webhook is enabled from the index: mark the
-	// webhook again now that the index has the change, in case the marker
-	// above was consumed before. Should this write fail, the next change
-	// of the webhook's queue, or the next Open, reschedules it.
-	_ = s.update(func(txn *badger.Txn) error { return markDirty(txn, id) })
 	return nil
 }
