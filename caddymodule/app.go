@@ -103,6 +103,19 @@ type App struct {
 	// receiver holds at most this many workers. Default: 4.
 	PerWebhook int `json:"per_webhook,omitempty"`
 
+	// Ordering chooses, for every webhook, between delivery order and
+	// throughput. "strict" (the default) makes each attempt to a webhook
+	// wait until the previous one got the start of its response, failed,
+	// or wrote its request 1s ago: a receiver that answers promptly handles
+	// deliveries in the order their events were derived (Upload before
+	// Processed), at about one delivery per round trip. "concurrent" lets
+	// up to per_webhook attempts to one webhook run at once, in no
+	// guaranteed order: receivers must handle each payload on its own,
+	// idempotently, de-duplicating by webhook-id. Either way an open
+	// breaker probes one attempt at a time and a Retry-After hold stops
+	// the whole webhook.
+	Ordering string `json:"ordering,omitempty"`
+
 	// Breaker configures the per-webhook circuit breaker, which pauses a
 	// webhook whose recent attempts mostly failed and probes it instead.
 	// Default: on, pausing at 50 % failed of at least 10 attempts in 5m,
@@ -242,6 +255,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		Timeout:    time.Duration(a.Timeout),
 		Workers:    a.Workers,
 		PerWebhook: a.PerWebhook,
+		Ordering:   sink.Ordering(a.Ordering),
 		UserAgent:  "caddy-echo3d-webhooks/" + version(),
 		Logger:     a.logger.Named("delivery"),
 		Breaker:    a.Breaker.sinkConfig(),
@@ -268,6 +282,11 @@ func (a *App) Validate() error {
 	}
 	if a.PerWebhook < 0 {
 		return fmt.Errorf("per_webhook: must not be negative, got %d", a.PerWebhook)
+	}
+	switch sink.Ordering(a.Ordering) {
+	case "", sink.OrderingStrict, sink.OrderingConcurrent:
+	default:
+		return fmt.Errorf("ordering: must be %q or %q, got %q", sink.OrderingStrict, sink.OrderingConcurrent, a.Ordering)
 	}
 	if a.MaxWebhooksPerCollection < 0 {
 		return fmt.Errorf("max_webhooks_per_collection: must not be negative, got %d", a.MaxWebhooksPerCollection)

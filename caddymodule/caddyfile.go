@@ -47,6 +47,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		secret_overlap <duration>
 //		workers <n>
 //		per_webhook <n>
+//		ordering strict | concurrent
 //		breaker off | {
 //			failure_ratio <0..1>
 //			min_attempts <n>
@@ -159,6 +160,19 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				a.Workers = n
 			} else {
 				a.PerWebhook = n
+			}
+		case "ordering":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			switch o := sink.Ordering(d.Val()); o {
+			case sink.OrderingStrict, sink.OrderingConcurrent:
+				a.Ordering = string(o)
+			default:
+				return d.Errf("ordering: want %q or %q, got %q", sink.OrderingStrict, sink.OrderingConcurrent, d.Val())
+			}
+			if d.NextArg() {
+				return d.ArgErr()
 			}
 		case "processed_poll":
 			if err := a.parseProcessedPoll(d); err != nil {

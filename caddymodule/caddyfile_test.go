@@ -93,6 +93,13 @@ func TestAppUnmarshalCaddyfile(t *testing.T) {
 			breaker off
 			disable_after off
 		}`, App{Breaker: &BreakerOptions{Off: true}, DisableAfter: -1}},
+		{"ordering concurrent", `echo3d_webhooks {
+			per_webhook 16
+			ordering concurrent
+		}`, App{PerWebhook: 16, Ordering: "concurrent"}},
+		{"ordering strict", `echo3d_webhooks {
+			ordering strict
+		}`, App{Ordering: "strict"}},
 		{"memory and env", `echo3d_webhooks {
 			storage memory
 		}`, App{Storage: "memory"}},
@@ -157,6 +164,11 @@ func TestAppUnmarshalCaddyfileErrors(t *testing.T) {
 		"disable_after empty":     {"echo3d_webhooks {\n\tdisable_after\n}", "wrong argument count"},
 		"disable_after bad":       {"echo3d_webhooks {\n\tdisable_after never\n}", `disable_after: bad duration "never"`},
 		"disable_after two":       {"echo3d_webhooks {\n\tdisable_after off 1h\n}", "wrong argument count"},
+		"ordering empty":          {"echo3d_webhooks {\n\tordering\n}", "wrong argument count"},
+		"ordering unknown":        {"echo3d_webhooks {\n\tordering fifo\n}", `ordering: want "strict" or "concurrent", got "fifo"`},
+		"ordering case":           {"echo3d_webhooks {\n\tordering Strict\n}", `ordering: want "strict" or "concurrent", got "Strict"`},
+		"ordering two":            {"echo3d_webhooks {\n\tordering strict concurrent\n}", "wrong argument count"},
+		"ordering twice":          {"echo3d_webhooks {\n\tordering strict\n\tordering concurrent\n}", `duplicate option "ordering"`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			var a App
@@ -166,6 +178,29 @@ func TestAppUnmarshalCaddyfileErrors(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tc.msg) || !strings.Contains(err.Error(), "Testfile:") {
 				t.Errorf("error %q should contain %q and name the line", err, tc.msg)
+			}
+		})
+	}
+}
+
+// TestValidateOrdering: the JSON config takes what the Caddyfile takes,
+// and names the field when it refuses a value.
+func TestValidateOrdering(t *testing.T) {
+	for _, tc := range []struct{ ordering, err string }{
+		{"", ""},
+		{"strict", ""},
+		{"concurrent", ""},
+		{"fifo", `ordering: must be "strict" or "concurrent", got "fifo"`},
+		{"Concurrent", `ordering: must be "strict" or "concurrent", got "Concurrent"`},
+	} {
+		t.Run(tc.ordering, func(t *testing.T) {
+			a := App{Ordering: tc.ordering}
+			err := a.Validate()
+			switch {
+			case tc.err == "" && err != nil:
+				t.Errorf("Validate: %v", err)
+			case tc.err != "" && (err == nil || err.Error() != tc.err):
+				t.Errorf("Validate = %v, want %q", err, tc.err)
 			}
 		})
 	}

@@ -358,6 +358,60 @@ func (rc *timedReceiver) counts() (distinct, total int) {
 	return len(rc.at), total
 }
 
+// TestOrderingConcurrent: with `ordering concurrent`, a receiver that holds
+// every request gets per_webhook of them at once, together. Under the
+// default strict ordering each attempt would wait orderGrace (1s) after the
+// previous request was written, so four held requests would arrive over at
+// least 3s.
+func TestOrderingConcurrent(t *testing.T) {
+	const perWebhook = 4
+	hold := make(chan struct{})
+	rc := newTimedReceiver(t, hold)
+	upstream := okUpstream()
+	defer upstream.Close()
+	tester := newTester(t)
+	load(t, tester, configWith("", fmt.Sprintf(`
+		storage memory
+		timeout 30s
+		per_webhook %d
+		ordering concurrent
+		allow_private_targets
+		trusted_ca_file %s`, perWebhook, writeCA(t, &receiver{srv: rc.srv})), upstream.Listener.Addr().String()))
+	t.Cleanup(func() { close(hold) }) // before the config is unloaded
+	createWebhook(t, "held", rc.srv.URL+"/hold", "held-key", "CollectionMetadataAdd")
+	for i := range perWebhook + 2 {
+		resp, err := http.Post(fmt.Sprintf("%s/post?key=held-key&data=n&value=v%d", proxyURL, i), "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	waitUntil(t, fmt.Sprintf("%d held requests", perWebhook), 10*time.Second, func() bool {
+		_, total := rc.counts()
+		return total >= perWebhook
+	})
+	var first, last time.Time
+	for i := range perWebhook + 2 {
+		at, ok := rc.arrival(fmt.Sprint("v", i))
+		if !ok {
+			continue
+		}
+		if first.IsZero() || at.Before(first) {
+			first = at
+		}
+		if at.After(last) {
+			last = at
+		}
+	}
+	if spread := last.Sub(first); spread >= 2*time.Second {
+		t.Errorf("the %d held requests arrived over %v, want them together (strict ordering spaces them 1s apart)", perWebhook, spread)
+	}
+	if _, total := rc.counts(); total != perWebhook {
+		t.Errorf("the receiver holds %d requests, want per_webhook (%d)", total, perWebhook)
+	}
+}
+
 // percentile returns the p-th percentile (0..100) of ds.
 func percentile(ds []time.Duration, p int) time.Duration {
 	s := slices.Clone(ds)

@@ -25,6 +25,7 @@ func FuzzCaddyfile(f *testing.F) {
 		"echo3d_webhooks {\n\tstorage /var/lib/hooks\n\tretry 1s 1m 1h\n\ttimeout 3s\n\tallow_private_targets\n}",
 		"echo3d_webhooks {\n\tallow_targets 10.0.0.0/8 hooks.internal *.corp.example fd00::1\n\tmax_webhooks_per_collection 5\n\tmin_free_space 1GiB\n}",
 		"echo3d_webhooks {\n\ttrusted_ca_file a.pem b.pem\n\tsecret_overlap 2h\n\tworkers 8\n\tper_webhook 2\n}",
+		"echo3d_webhooks {\n\tper_webhook 16\n\tordering concurrent\n}",
 		"echo3d_webhooks {\n\tdelete_params entryIds ids\n\tedit_params entryId\n\tmax_field_size 32KiB\n\tmax_form_size 2MiB\n\tmax_response_size 512KB\n\tlookup_timeout 3s\n}",
 		"echo3d_webhooks {\n\tretry -1s\n}",
 		"echo3d_webhooks {\n\tmax_field_size 99999999999999999999\n}",

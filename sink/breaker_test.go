@@ -168,11 +168,19 @@ func TestObserve(t *testing.T) {
 // TestBreakerPausesAndProbes: a receiver answering 503 to everything trips
 // the breaker; the backlog then waits in the outbox, using none of its
 // retries, while one probe at a time tests the receiver; once it is back,
-// everything is delivered.
+// everything is delivered. Probes go one at a time whatever the ordering,
+// though with OrderingConcurrent nothing else keeps attempts apart.
 func TestBreakerPausesAndProbes(t *testing.T) {
+	for _, o := range []Ordering{OrderingStrict, OrderingConcurrent} {
+		t.Run(string(o), func(t *testing.T) { testBreakerPausesAndProbes(t, o) })
+	}
+}
+
+func testBreakerPausesAndProbes(t *testing.T, ordering Ordering) {
 	const events, pause = 30, 150 * time.Millisecond
 	changes := newChangeLog()
 	h := newHarness(t, func(_ *harness, c *Config) {
+		c.Ordering = ordering
 		c.PerWebhook = 4
 		c.Schedule = make(Schedule, 50)
 		for i := range c.Schedule {

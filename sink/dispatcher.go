@@ -51,8 +51,34 @@ const (
 	disableReason = "410 Gone from receiver"
 )
 
+// Ordering says whether the attempts to one webhook wait for each other
+// (Config.Ordering).
+type Ordering string
+
+// The values of Config.Ordering.
+const (
+	// OrderingStrict, the default, makes each attempt to a webhook wait
+	// until the previous one to the same webhook has received the first
+	// byte of its response, failed, or written its request at least 1s
+	// ago. A receiver that answers promptly thus handles deliveries in the
+	// order their events were derived (Upload before Processed), but gets
+	// about one delivery per round trip; one slow to answer still gets up
+	// to PerWebhook attempts in flight, each starting 1s after the previous
+	// one wrote its request.
+	OrderingStrict Ordering = "strict"
+	// OrderingConcurrent lets up to PerWebhook attempts to one webhook be
+	// in flight at once without waiting for each other: they are launched
+	// in claim order but may reach the receiver, and be handled, in any
+	// order. Throughput to one webhook is up to PerWebhook deliveries per
+	// round trip; receivers must not rely on the order of deliveries, and
+	// should act on the payload idempotently and de-duplicate by
+	// webhook-id (delivery is at least once in either mode).
+	OrderingConcurrent Ordering = "concurrent"
+)
+
 // orderGrace is how long after an attempt has written its request the next
-// attempt to the same webhook may start without waiting for the response.
+// attempt to the same webhook may start without waiting for the response
+// (OrderingStrict only).
 // Bytes written first on one connection are not necessarily handled first
 // when the next request goes out on another (idle) connection, so the next
 // attempt normally waits for the response; a receiver that is slow to
@@ -84,6 +110,14 @@ type Config struct {
 	// OnHealth, optional, is called when a webhook is paused, resumed or
 	// disabled.
 	OnHealth func(HealthChange)
+	// Ordering trades order for throughput on each webhook: "" or
+	// OrderingStrict (the default) delivers to a prompt receiver in order
+	// at about one delivery per round trip; OrderingConcurrent keeps up to
+	// PerWebhook attempts in flight, in no guaranteed order. Any other
+	// value counts as OrderingStrict. In both modes an open breaker's
+	// probes go one at a time and a webhook's hold (Retry-After) stops all
+	// of its attempts.
+	Ordering Ordering
 }
 
 // Result describes one finished attempt (or a delivery completed without an
@@ -102,12 +136,13 @@ type Result struct {
 // most Workers at a time and at most PerWebhook at a time to one webhook
 // (one at a time, as probes, while the webhook's breaker is open; none while
 // its hold lasts). Deliveries of disabled webhooks stay in the outbox.
-// Attempts to one webhook start in the order they were claimed: an attempt
-// starts only once the previous one to the same webhook has received its
-// response headers, failed, or written its request at least orderGrace (1s)
-// ago. A receiver that answers promptly thus handles deliveries in claim
-// order (Upload before Processed), and a slow one still gets up to
-// PerWebhook concurrent attempts.
+// Attempts to one webhook are launched in the order they were claimed. With
+// OrderingStrict (the default) an attempt starts only once the previous one
+// to the same webhook has received its response headers, failed, or written
+// its request at least orderGrace (1s) ago. A receiver that answers promptly
+// thus handles deliveries in claim order (Upload before Processed), and a
+// slow one still gets up to PerWebhook concurrent attempts. With
+// OrderingConcurrent attempts do not wait for each other.
 type Dispatcher struct {
 	out           Outbox
 	client        *http.Client
@@ -126,6 +161,7 @@ type Dispatcher struct {
 	breaker       BreakerConfig
 	disableAfter  time.Duration
 	grace         time.Duration // orderGrace when New ran
+	concurrent    bool          // OrderingConcurrent: no gates
 
 	wakeCh   chan struct{}
 	stopCh   chan struct{}
@@ -153,7 +189,7 @@ type lane struct {
 	inflight int
 	// gate is closed once the most recently launched attempt of this
 	// webhook has written its request or ended; the next attempt waits
-	// for it.
+	// for it. Always nil with OrderingConcurrent.
 	gate chan struct{}
 }
 
@@ -180,6 +216,7 @@ func New(c Config) *Dispatcher {
 		breaker:       c.Breaker.withDefaults(),
 		disableAfter:  c.DisableAfter,
 		grace:         orderGrace,
+		concurrent:    c.Ordering == OrderingConcurrent,
 		wakeCh:        make(chan struct{}, 1),
 		stopCh:        make(chan struct{}),
 		loopDone:      make(chan struct{}),
@@ -419,9 +456,12 @@ func (d *Dispatcher) launch(c store.Claimed) {
 		d.lanes[wh] = l
 	}
 	l.inflight++
-	prev := l.gate
-	gate := make(chan struct{})
-	l.gate = gate
+	var prev, gate chan struct{}
+	if !d.concurrent {
+		prev = l.gate
+		gate = make(chan struct{})
+		l.gate = gate
+	}
 	d.mu.Unlock()
 
 	d.attempts.Add(1)
@@ -429,10 +469,14 @@ func (d *Dispatcher) launch(c store.Claimed) {
 }
 
 // run waits for the previous attempt to the same webhook to open its gate
-// (see Dispatcher), then makes this one.
+// (see Dispatcher), then makes this one. prev and gate are nil with
+// OrderingConcurrent: nothing to wait for, nothing to open.
 func (d *Dispatcher) run(c store.Claimed, probe bool, prev <-chan struct{}, gate chan struct{}) {
-	var once sync.Once
-	release := func() { once.Do(func() { close(gate) }) }
+	var release func()
+	if gate != nil {
+		var once sync.Once
+		release = func() { once.Do(func() { close(gate) }) }
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			d.log.Error("panic in webhook delivery",
@@ -441,7 +485,9 @@ func (d *Dispatcher) run(c store.Claimed, probe bool, prev <-chan struct{}, gate
 				zap.String("webhook_id", c.Delivery.WebhookID),
 				zap.Any("panic", r), zap.Stack("stack"))
 		}
-		release()
+		if release != nil {
+			release()
+		}
 		d.finish(c.Delivery)
 		d.attempts.Done()
 		d.Notify()
@@ -509,10 +555,11 @@ func firstInLine(dl store.Delivery, now time.Time) time.Time {
 var errStopped = errors.New("dispatcher stopped")
 
 // deliver makes one attempt of a claimed delivery and completes it.
-// release opens the gate of the next attempt to the webhook: it is called
-// when the response arrives, orderGrace after the request was written, or
-// when the attempt ends, whichever comes first. Every failure is retried
-// on the schedule, except a 410 Gone, which disables the webhook.
+// release, unless nil (OrderingConcurrent), opens the gate of the next
+// attempt to the webhook: it is called when the response arrives,
+// orderGrace after the request was written, or when the attempt ends,
+// whichever comes first. Every failure is retried on the schedule, except
+// a 410 Gone, which disables the webhook.
 func (d *Dispatcher) deliver(c store.Claimed, probe bool, release func()) {
 	dl := c.Delivery
 	res := Result{DeliveryID: dl.ID, EventID: dl.EventID, WebhookID: dl.WebhookID}
@@ -646,9 +693,12 @@ func (d *Dispatcher) complete(id string, att *store.Attempt, out store.Outcome, 
 
 // send POSTs the event to the webhook, signed. It returns the response
 // status, the start of its body and its header, or the error that kept a
-// response from arriving (errStopped when Stop cut it short).
+// response from arriving (errStopped when Stop cut it short). release,
+// unless nil, is called as deliver says.
 func (d *Dispatcher) send(c store.Claimed, release func()) (int, string, http.Header, error) {
-	defer release()
+	if release != nil {
+		defer release()
+	}
 	wh := c.Webhook
 	u, err := url.Parse(wh.URL)
 	if err != nil {
@@ -665,29 +715,11 @@ func (d *Dispatcher) send(c store.Claimed, release func()) (int, string, http.He
 
 	ctx, cancel := context.WithTimeout(d.base, d.timeout)
 	defer cancel()
-	var graceMu sync.Mutex
-	var grace *time.Timer
-	defer func() {
-		graceMu.Lock()
-		if grace != nil {
-			grace.Stop()
-		}
-		graceMu.Unlock()
-	}()
-	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
-		WroteRequest: func(info httptrace.WroteRequestInfo) {
-			if info.Err != nil {
-				release()
-				return
-			}
-			graceMu.Lock()
-			if grace == nil {
-				grace = time.AfterFunc(d.grace, release)
-			}
-			graceMu.Unlock()
-		},
-		GotFirstResponseByte: release,
-	})
+	if release != nil {
+		var stopTimer func()
+		ctx, stopTimer = d.traceGate(ctx, release)
+		defer stopTimer()
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, wh.URL, bytes.NewReader(c.Event.Payload))
 	if err != nil {
 		return 0, "", nil, errors.New("webhook url is not a valid URL")
@@ -718,4 +750,35 @@ func (d *Dispatcher) send(c store.Claimed, release func()) (int, string, http.He
 	buf, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
 	_, _ = io.CopyN(io.Discard, resp.Body, maxDrain)
 	return resp.StatusCode, strings.ToValidUTF8(string(buf), "\uFFFD"), resp.Header, nil
+}
+
+// traceGate returns ctx with a client trace that calls release when the
+// response's first byte arrives, when writing the request fails, or
+// orderGrace after the request was written; stop cancels the pending grace
+// timer.
+func (d *Dispatcher) traceGate(ctx context.Context, release func()) (_ context.Context, stop func()) {
+	var mu sync.Mutex
+	var grace *time.Timer
+	stop = func() {
+		mu.Lock()
+		if grace != nil {
+			grace.Stop()
+		}
+		mu.Unlock()
+	}
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		WroteRequest: func(info httptrace.WroteRequestInfo) {
+			if info.Err != nil {
+				release()
+				return
+			}
+			mu.Lock()
+			if grace == nil {
+				grace = time.AfterFunc(d.grace, release)
+			}
+			mu.Unlock()
+		},
+		GotFirstResponseByte: release,
+	})
+	return ctx, stop
 }

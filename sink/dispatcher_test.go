@@ -1067,6 +1067,74 @@ func TestSlowReceiverGetsConcurrency(t *testing.T) {
 	}
 }
 
+// TestConcurrentOrderingFillsPerWebhook: with OrderingConcurrent, a
+// receiver that holds every request gets PerWebhook of them at once, at
+// once, and never more; the orderGrace that would let strict ordering get
+// there is set out of reach, so the test fails under OrderingStrict.
+func TestConcurrentOrderingFillsPerWebhook(t *testing.T) {
+	const perWebhook, events = 4, 7
+	shortGrace(t, time.Hour)
+	h := newHarness(t, func(_ *harness, c *Config) {
+		c.Ordering = OrderingConcurrent
+		c.PerWebhook = perWebhook
+		c.Timeout = time.Minute
+	})
+	release := make(chan struct{}) // each send lets one request answer
+	stop := make(chan struct{})
+	var inside, peak atomic.Int32
+	rc := h.newReceiver(func(i int, w http.ResponseWriter, r *http.Request) {
+		n := inside.Add(1)
+		defer inside.Add(-1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		select {
+		case <-release:
+		case <-stop:
+		case <-r.Context().Done():
+		}
+	})
+	t.Cleanup(func() { close(stop) }) // before the server closes
+	w := h.webhook(rc)
+	ds := h.enqueue(w.ID, events)
+	h.d.Start()
+
+	waitFor(t, fmt.Sprintf("%d requests inside the receiver at once", perWebhook), func() bool { return inside.Load() == perWebhook })
+	// The first PerWebhook claimed are the ones in flight, in some order.
+	want := map[string]bool{}
+	for _, d := range ds[:perWebhook] {
+		want[d.ID] = true
+	}
+	for _, r := range rc.requests() {
+		if !want[r.id] {
+			t.Errorf("request %s in flight, want one of the first %d deliveries", r.id, perWebhook)
+		}
+	}
+	answer := func() {
+		t.Helper()
+		select {
+		case release <- struct{}{}:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no request waiting for an answer")
+		}
+	}
+	// Answering one lets the next in, up to the limit again.
+	answer()
+	waitFor(t, "the next request", func() bool { return rc.n.Load() == perWebhook+1 && inside.Load() == perWebhook })
+	for range events - 1 {
+		answer()
+	}
+	for _, d := range ds {
+		h.waitState(d.ID, store.StateSucceeded)
+	}
+	if p := peak.Load(); p != perWebhook {
+		t.Errorf("peak %d requests in flight to one webhook, want %d (per-webhook limit)", p, perWebhook)
+	}
+}
+
 func TestStop(t *testing.T) {
 	t.Run("before start", func(t *testing.T) {
 		h := newHarness(t, nil)
