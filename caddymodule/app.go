@@ -248,9 +248,16 @@ func (a *App) Provision(ctx caddy.Context) error {
 			schedule[i] = time.Duration(d)
 		}
 	}
+	// As many idle connections per host as attempts can be in flight, so
+	// that a busy HTTP/1.1 receiver does not cost a TLS handshake per
+	// delivery.
+	idle := a.Workers
+	if idle <= 0 {
+		idle = sink.DefaultWorkers
+	}
 	a.dispatcher = sink.New(sink.Config{
 		Outbox:     lazyOutbox{a.handle},
-		Client:     sink.NewClient(sink.ClientOptions{Policy: a.policy, RootCAs: roots}),
+		Client:     sink.NewClient(sink.ClientOptions{Policy: a.policy, RootCAs: roots, MaxIdleConnsPerHost: idle}),
 		Schedule:   schedule,
 		Timeout:    time.Duration(a.Timeout),
 		Workers:    a.Workers,

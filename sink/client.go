@@ -15,7 +15,12 @@ type ClientOptions struct {
 	Policy              Policy
 	Resolver            *net.Resolver  // nil = net.DefaultResolver
 	RootCAs             *x509.CertPool // nil = the system pool
-	MaxIdleConnsPerHost int            // 0 = 8
+	// MaxIdleConnsPerHost is how many idle connections to one host are
+	// kept for reuse; 0 = 8. Set it to the most attempts that can be in
+	// flight, or a busy HTTP/1.1 receiver costs a TLS handshake per
+	// delivery (measured: 540 deliveries/s to one receiver with 8, against
+	// thousands with 64).
+	MaxIdleConnsPerHost int
 }
 
 // dialTimeout bounds one TCP connect, so that an unreachable address leaves
@@ -40,7 +45,7 @@ func NewClient(o ClientOptions) *http.Client {
 		TLSClientConfig:        &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: o.RootCAs},
 		TLSHandshakeTimeout:    10 * time.Second,
 		ForceAttemptHTTP2:      true,
-		MaxIdleConns:           256,
+		MaxIdleConns:           max(256, perHost),
 		MaxIdleConnsPerHost:    perHost,
 		IdleConnTimeout:        90 * time.Second,
 		ExpectContinueTimeout:  time.Second,

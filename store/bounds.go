@@ -18,11 +18,14 @@ import (
 // Bounds are hints and never decide correctness on their own. Every
 // transaction that writes a key of an indexed range lowers the range's
 // bound to that key before it commits and again after, and every lowering
-// bumps a generation. A scan opens its transaction first, then reads the
-// bound and generation, and raises the bound to the first live key it
-// found only if the generation has not moved since. So a key committed
-// before the scan's snapshot was lowered-to before the scan read the
-// bound, and one committed after makes the raise fail or undoes it.
+// bumps a generation. A scan reads the bound and generation first, then
+// opens its transaction, and raises the bound to the first live key it
+// found only if the generation has not moved since. A key committed after
+// the scan's snapshot was lowered-to after the scan read the generation,
+// so the raise fails or is undone; one committed before the snapshot is
+// found, unless its writer lowered the bound after the scan read it, which
+// again makes the raise fail: that scan misses the key, and the next one
+// (the writer wakes the dispatcher) finds it.
 
 // emptyDue is the due time of a queue known to hold nothing.
 const emptyDue = math.MaxUint64
@@ -91,7 +94,8 @@ func (b *bounds) lower(keys []queuedKey, oldest [][]byte) {
 }
 
 // queue returns where a scan of the webhook's queue may start (nil: at its
-// prefix) and the generation to pass to raise.
+// prefix) and the generation to pass to raise. Call it before opening the
+// scan's transaction.
 func (b *bounds) queue(webhookID string) ([]byte, uint64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -124,20 +128,22 @@ func (b *bounds) raise(webhookID string, gen uint64, head []byte, due uint64) {
 	}
 }
 
-// due calls fn with every webhook whose queue may hold something, and the
-// earliest its first delivery may be due.
-func (b *bounds) each(fn func(webhookID string, due uint64)) {
+// each calls fn with every webhook whose queue may hold something, the
+// earliest its first delivery may be due, and where a scan of its queue
+// may start with the generation to pass to raise (see queue).
+func (b *bounds) each(fn func(webhookID string, due uint64, from []byte, gen uint64)) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for id, q := range b.queues {
 		if q.due != emptyDue {
-			fn(id, q.due)
+			fn(id, q.due, q.key, q.gen)
 		}
 	}
 }
 
 // oldestBound returns where a scan of the age index may start (nil: at its
-// prefix) and the generation to pass to raiseOldest.
+// prefix) and the generation to pass to raiseOldest. Call it before opening
+// the scan's transaction.
 func (b *bounds) oldestBound() ([]byte, uint64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()

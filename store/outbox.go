@@ -372,7 +372,7 @@ func (s *Store) claim(txn *badger.Txn, c candidate, now time.Time, delta *int64)
 		d.LastError = eventMissingError
 		d.UpdatedAt = now
 		*delta--
-		return Claimed{}, false, s.finish(txn, &d)
+		return Claimed{}, false, s.finish(txn, &d, nil)
 	}
 	if err != nil {
 		return Claimed{}, false, err
@@ -384,94 +384,10 @@ func (s *Store) claim(txn *badger.Txn, c candidate, now time.Time, delta *int64)
 	return cl, true, nil
 }
 
-// Complete applies the result of an attempt (nil: none was made, for
-// example because the webhook is gone, or the attempt was cut short) to a
-// delivery. With out.State pending the delivery is due again at
-// out.NextAttemptAt (now if zero); otherwise it leaves the queue and it,
-// its event once no other delivery of it is pending, and the attempt
-// records expire after the record TTL. A delivery that already finished
-// keeps its state; only the attempt is recorded. It returns a wrapped
-// ErrNotFound for an unknown delivery.
-func (s *Store) Complete(deliveryID string, attempt *Attempt, out Outcome, now time.Time) error {
-	switch out.State {
-	case StatePending, StateSucceeded, StateFailed:
-	default:
-		return fmt.Errorf("completing delivery %s: invalid state %q", deliveryID, out.State)
-	}
-	var attemptSeq uint64
-	if attempt != nil {
-		var err error
-		if attemptSeq, err = s.attemptSeq.Next(); err != nil {
-			return fmt.Errorf("completing delivery %s: next attempt sequence: %w", deliveryID, err)
-		}
-	}
-	var delta int64
-	var requeued []queuedKey
-	err := s.update(func(txn *badger.Txn) error {
-		delta, requeued = 0, nil
-		var d Delivery
-		if err := getJSON(txn, deliveryKey(deliveryID), "delivery "+deliveryID, &d); err != nil {
-			return err
-		}
-		if attempt != nil {
-			a := *attempt
-			d.Attempts++
-			if err := s.recordAttempt(txn, &d, &a, attemptSeq, now); err != nil {
-				return err
-			}
-			d.LastStatus = a.Status
-			d.LastError = a.Error
-		}
-		d.UpdatedAt = now
-
-		if d.State != StatePending {
-			return setJSON(txn, deliveryKey(d.ID), "delivery "+d.ID, &d, s.recordTTL)
-		}
-		qk := webhookQueueKey(d.WebhookID, d.NextAttemptAt, d.Seq)
-		switch _, err := txn.Get(qk); {
-		case err == nil:
-			delta--
-			if err := deleteKey(txn, qk); err != nil {
-				return err
-			}
-		case !errors.Is(err, badger.ErrKeyNotFound):
-			return fmt.Errorf("reading queue entry: %w", err)
-		}
-		if out.State != StatePending {
-			// Leaving the queue can only make the webhook's bound
-			// early, which ClaimDue corrects when it finds nothing.
-			d.State = out.State
-			return s.finish(txn, &d)
-		}
-		d.NextAttemptAt = out.NextAttemptAt
-		if d.NextAttemptAt.IsZero() {
-			d.NextAttemptAt = now
-		}
-		if err := setJSON(txn, deliveryKey(d.ID), "delivery "+d.ID, &d, 0); err != nil {
-			return err
-		}
-		qk = webhookQueueKey(d.WebhookID, d.NextAttemptAt, d.Seq)
-		if err := txn.Set(qk, []byte(d.ID)); err != nil {
-			return fmt.Errorf("writing queue entry: %w", err)
-		}
-		// Due again, maybe before the webhook's bound.
-		requeued = []queuedKey{{webhookID: d.WebhookID, key: qk, due: unixNanos(d.NextAttemptAt)}}
-		s.bounds.lower(requeued, nil)
-		delta++
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("completing delivery %s: %w", deliveryID, err)
-	}
-	s.bounds.lower(requeued, nil)
-	s.leases.drop(deliveryID)
-	s.depth.Add(delta)
-	return nil
-}
-
 // finish stores a delivery that has left the queue with the record TTL and
-// releases its hold on its event.
-func (s *Store) finish(txn *badger.Txn, d *Delivery) error {
+// releases its hold on its event. markers, when not nil, has the pending
+// markers of d's event as read by txn before it wrote anything.
+func (s *Store) finish(txn *badger.Txn, d *Delivery, markers eventMarkers) error {
 	if err := setJSON(txn, deliveryKey(d.ID), "delivery "+d.ID, d, s.recordTTL); err != nil {
 		return err
 	}
@@ -481,27 +397,44 @@ func (s *Store) finish(txn *badger.Txn, d *Delivery) error {
 	if err := deleteKey(txn, oldestKey(d.CreatedAt, d.Seq)); err != nil {
 		return err
 	}
-	return s.releaseEvent(txn, d.EventID, d.ID)
+	return s.releaseEvent(txn, d.EventID, d.ID, markers)
 }
 
-// releaseEvent gives the event the record TTL unless a delivery other than
-// deliveryID still has it pending. Reading the other markers makes two
-// concurrent releases of one event conflict, so one of them sees the
-// other's deletion.
-func (s *Store) releaseEvent(txn *badger.Txn, eventID, deliveryID string) error {
+// eventMarkers holds, for a batch of completions, the IDs of the pending
+// deliveries of each of their events, read before the batch wrote
+// anything: an iterator opened in a transaction with pending writes sorts
+// all of them, so one per completion would cost a batch the square of its
+// size.
+type eventMarkers map[string]map[string]bool
+
+// readMarkers reads, in txn, the IDs of the event's pending deliveries.
+// Reading them makes two concurrent releases of one event conflict, so one
+// of them sees the other's deletion.
+func readMarkers(txn *badger.Txn, eventID string) map[string]bool {
 	prefix := eventPendingPrefix(eventID)
-	pending := false
+	ids := map[string]bool{}
 	it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: prefix})
+	defer it.Close()
 	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
 		rest := string(it.Item().Key()[len(prefix):])
 		// Skip markers of other events whose ID merely starts with this one.
-		if rest != deliveryID && !strings.Contains(rest, "/") {
-			pending = true
-			break
+		if !strings.Contains(rest, "/") {
+			ids[rest] = true
 		}
 	}
-	it.Close()
-	if pending {
+	return ids
+}
+
+// releaseEvent gives the event the record TTL unless a delivery other than
+// deliveryID still has it pending, according to markers (read in txn when
+// nil or without the event).
+func (s *Store) releaseEvent(txn *badger.Txn, eventID, deliveryID string, markers eventMarkers) error {
+	ids := markers[eventID]
+	if ids == nil {
+		ids = readMarkers(txn, eventID)
+	}
+	delete(ids, deliveryID)
+	if len(ids) > 0 {
 		return nil
 	}
 
@@ -540,11 +473,11 @@ func deleteKey(txn *badger.Txn, key []byte) error {
 func (s *Store) NextDue() (time.Time, bool, error) {
 	idx := s.index.Load()
 	var visits []visit
-	s.bounds.each(func(id string, due uint64) {
+	s.bounds.each(func(id string, due uint64, from []byte, gen uint64) {
 		if w, known := idx.byID[id]; known && !w.Enabled {
 			return
 		}
-		visits = append(visits, visit{due: max(due, unixNanos(s.Health(id).HoldUntil)), webhookID: id})
+		visits = append(visits, visit{due: max(due, unixNanos(s.Health(id).HoldUntil)), webhookID: id, from: from, gen: gen})
 	})
 	if len(visits) == 0 {
 		return time.Time{}, false, nil
@@ -559,7 +492,7 @@ func (s *Store) NextDue() (time.Time, bool, error) {
 			if ok && v.due >= due {
 				return nil
 			}
-			head, found, err := s.nextDue(it, v.webhookID)
+			head, found, err := s.nextDue(it, v)
 			if err != nil {
 				return err
 			}

@@ -124,11 +124,14 @@ func (s *Store) keysWithPrefix(prefix string, limit int) ([]string, error) {
 	return out, nil
 }
 
-// visit is a webhook ClaimDue looks at, with the earliest its first
-// delivery may be due.
+// visit is a webhook ClaimDue or NextDue looks at, with the earliest its
+// first delivery may be due and its queue's bound (read before the scan's
+// transaction opens, see bounds).
 type visit struct {
 	due       uint64
 	webhookID string
+	from      []byte
+	gen       uint64
 }
 
 // dueVisits returns the webhooks that may have a delivery due at now, in
@@ -137,7 +140,7 @@ type visit struct {
 func (s *Store) dueVisits(now uint64) []visit {
 	var visits []visit
 	idx := s.index.Load()
-	s.bounds.each(func(id string, due uint64) {
+	s.bounds.each(func(id string, due uint64, from []byte, gen uint64) {
 		if due > now {
 			return
 		}
@@ -147,7 +150,7 @@ func (s *Store) dueVisits(now uint64) []visit {
 		if unixNanos(s.Health(id).HoldUntil) > now {
 			return
 		}
-		visits = append(visits, visit{due: due, webhookID: id})
+		visits = append(visits, visit{due: due, webhookID: id, from: from, gen: gen})
 	})
 	slices.SortFunc(visits, func(a, b visit) int {
 		if c := cmp.Compare(a.due, b.due); c != 0 {
@@ -158,13 +161,13 @@ func (s *Store) dueVisits(now uint64) []visit {
 	return visits
 }
 
-// seekQueue positions it (an iterator over the webhook queues, in txn's
-// snapshot) at the webhook's first live queue entry, starting from the
-// queue's bound, and records what it found in the bound. It returns
-// whether the queue has an entry.
-func (s *Store) seekQueue(it *badger.Iterator, webhookID string) (bool, error) {
+// seekQueue positions it (an iterator over the webhook queues) at the
+// webhook's first live queue entry, starting from v.from, and records what
+// it found in the bound. v.from and v.gen must have been read before the
+// iterator's transaction opened. It returns whether the queue has an entry.
+func (s *Store) seekQueue(it *badger.Iterator, v visit) (bool, error) {
+	webhookID, from, gen := v.webhookID, v.from, v.gen
 	prefix := webhookQueuePrefix(webhookID)
-	from, gen := s.bounds.queue(webhookID)
 	if from == nil || !bytes.HasPrefix(from, prefix) {
 		from = prefix
 	}
@@ -187,8 +190,9 @@ func (s *Store) seekQueue(it *badger.Iterator, webhookID string) (bool, error) {
 // first delivery not leased, or the earliest expiry of the leases before
 // it (an expired one is in the past, so due at once). It walks the leased deliveries at the head of the
 // queue, as many as are in flight.
-func (s *Store) nextDue(it *badger.Iterator, webhookID string) (uint64, bool, error) {
-	ok, err := s.seekQueue(it, webhookID)
+func (s *Store) nextDue(it *badger.Iterator, v visit) (uint64, bool, error) {
+	webhookID := v.webhookID
+	ok, err := s.seekQueue(it, v)
 	if err != nil || !ok {
 		return 0, false, err
 	}
@@ -226,6 +230,10 @@ func (s *Store) nextDue(it *badger.Iterator, webhookID string) (uint64, bool, er
 	return next, found, nil
 }
 
+// scanHook, if set (by tests), runs in dueCandidates once its transaction
+// is open, before it looks at the queues.
+var scanHook func()
+
 // dueCandidates scans the due webhooks' queues for up to limit accepted
 // deliveries due at or before now.
 func (s *Store) dueCandidates(now time.Time, limit int, accept func(string) bool) ([]candidate, error) {
@@ -236,11 +244,14 @@ func (s *Store) dueCandidates(now time.Time, limit int, accept func(string) bool
 	}
 	var cands []candidate
 	err := s.db.View(func(txn *badger.Txn) error {
+		if scanHook != nil {
+			scanHook()
+		}
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: []byte(prefixWebhookQueue)})
 		defer it.Close()
 		for _, v := range visits {
 			prefix := webhookQueuePrefix(v.webhookID)
-			ok, err := s.seekQueue(it, v.webhookID)
+			ok, err := s.seekQueue(it, v)
 			if err != nil {
 				return err
 			}
@@ -424,11 +435,11 @@ func (s *Store) QueueDepth() (int, error) {
 func (s *Store) OldestPending() (time.Time, bool, error) {
 	var at time.Time
 	var ok bool
+	from, gen := s.bounds.oldestBound()
 	err := s.db.View(func(txn *badger.Txn) error {
 		prefix := []byte(prefixOldest)
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: prefix})
 		defer it.Close()
-		from, gen := s.bounds.oldestBound()
 		if from == nil {
 			from = prefix
 		}

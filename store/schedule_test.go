@@ -345,54 +345,57 @@ func TestPutBackBeforeBound(t *testing.T) {
 }
 
 // TestBoundsFollowWriters interleaves a scan with a writer in each order
-// the bounds allow: the writer lowers before it commits and after, the scan
-// raises with the generation it read after opening its snapshot. Whatever
-// the order, once the writer is done the bound is at or before its key.
+// the bounds allow: the writer lowers (P) before it commits and after (Q);
+// the scan reads the bound and generation (R) before it opens its
+// snapshot, and raises (X) with that generation. Whatever the order, once
+// the writer is done the bound is at or before its key.
 func TestBoundsFollowWriters(t *testing.T) {
 	const id = "a"
 	head := webhookQueueKey(id, t0.Add(time.Minute), 9)
 	written := webhookQueueKey(id, t0, 10) // before head
 	w := []queuedKey{{webhookID: id, key: written, due: unixNanos(t0)}}
-	// In each order the scan's snapshot misses the written key: a snapshot
-	// taken after the commit would find it, and raise the bound to it.
-	steps := map[string]func(b *bounds, scanRead, scanRaise func()){
-		"lowered before the scan read, committed after its snapshot": func(b *bounds, scanRead, scanRaise func()) {
-			b.lower(w, nil)
-			scanRead()
-			scanRaise()
-			b.lower(w, nil)
-		},
-		"lowered before the read, raise after the commit": func(b *bounds, scanRead, scanRaise func()) {
-			b.lower(w, nil)
-			scanRead()
-			b.lower(w, nil)
-			scanRaise()
-		},
-		"written entirely during the scan": func(b *bounds, scanRead, scanRaise func()) {
-			scanRead()
-			b.lower(w, nil)
-			b.lower(w, nil)
-			scanRaise()
-		},
-	}
-	for name, run := range steps {
-		t.Run(name, func(t *testing.T) {
+	// The worst case for each order: the scan's snapshot misses the
+	// written key (the commit came after it, so after R) and the scan
+	// finds head. P-Q-R-X is not among them: R before the snapshot and
+	// the snapshot before the commit put R before Q. (That order, with R
+	// after the snapshot, once stranded deliveries.)
+	orders := []string{"PRXQ", "PRQX", "RPQX", "RPXQ", "RXPQ"}
+	for _, order := range orders {
+		t.Run(order, func(t *testing.T) {
 			b := newBounds()
 			b.lower([]queuedKey{{webhookID: id, key: webhookQueueKey(id, t0.Add(-time.Hour), 1), due: unixNanos(t0.Add(-time.Hour))}}, nil)
 			var gen uint64
-			// The scan's snapshot may or may not hold the written key;
-			// assume the worst, that it found only head.
-			run(b, func() { _, gen = b.queue(id) }, func() { b.raise(id, gen, head, unixNanos(t0.Add(time.Minute))) })
+			for _, step := range order {
+				switch step {
+				case 'P', 'Q':
+					b.lower(w, nil)
+				case 'R':
+					_, gen = b.queue(id)
+				case 'X':
+					b.raise(id, gen, head, unixNanos(t0.Add(time.Minute)))
+				}
+			}
 			key, _ := b.queue(id)
 			if key != nil && bytes.Compare(key, written) > 0 {
 				t.Errorf("bound %x is after the written key %x", key, written)
 			}
 			var due uint64 = emptyDue
-			b.each(func(_ string, d uint64) { due = d })
+			b.each(func(_ string, d uint64, _ []byte, _ uint64) { due = d })
 			if due > unixNanos(t0) {
 				t.Errorf("bound due %v is after the written key's %v", nanosTime(due), t0)
 			}
 		})
+	}
+	// The order that once stranded deliveries fails when the scan reads
+	// after its snapshot: guard the test itself.
+	b := newBounds()
+	b.lower([]queuedKey{{webhookID: id, key: webhookQueueKey(id, t0.Add(-time.Hour), 1), due: unixNanos(t0.Add(-time.Hour))}}, nil)
+	b.lower(w, nil)
+	b.lower(w, nil)
+	_, gen := b.queue(id)
+	b.raise(id, gen, head, unixNanos(t0.Add(time.Minute)))
+	if key, _ := b.queue(id); !bytes.Equal(key, head) {
+		t.Errorf("P-Q-R-X: bound %x, want head %x (a raise with a current generation moves it)", key, head)
 	}
 }
 
@@ -563,5 +566,38 @@ func TestClaimCostIgnoresHeldBacklog(t *testing.T) {
 		if d > 10*alone+5*time.Millisecond {
 			t.Errorf("ClaimDue with the backlog %s took %v, alone %v", name, d, alone)
 		}
+	}
+}
+
+// TestEnqueueDuringScanIsNotStranded commits a delivery after a claim's
+// snapshot opened but before it looked at the queue: the claim finds the
+// queue empty, and must not record it so, or the delivery would wait for
+// the webhook's next write. (It did, while bounds were read after the
+// snapshot opened.)
+func TestEnqueueDuringScanIsNotStranded(t *testing.T) {
+	s := openStore(t, Options{InMemory: true})
+	mustCreate(t, s, testWebhook("a", "k", t0, "create"))
+	first := enqueueN(t, s, "k", 1, t0)
+	for _, c := range mustClaim(t, s, t0, 10) {
+		mustComplete(t, s, c.Delivery.ID, &Attempt{Status: 200}, Outcome{State: StateSucceeded})
+	}
+	var late []Delivery
+	scanHook = func() {
+		scanHook = nil
+		ds, err := s.Enqueue([]Event{testEvent("late", "k", "create")}, t0)
+		if err != nil {
+			t.Error(err)
+		}
+		late = ds
+	}
+	t.Cleanup(func() { scanHook = nil })
+	if cl := mustClaim(t, s, t0, 10); len(cl) != 0 {
+		t.Fatalf("claim whose snapshot predates the enqueue got %v", claimedIDs(cl))
+	}
+	if len(late) != 1 || late[0].ID == first[0].ID {
+		t.Fatalf("enqueue during the scan: %+v", late)
+	}
+	if cl := mustClaim(t, s, t0, 10); !slices.Equal(claimedIDs(cl), deliveryIDs(late)) {
+		t.Errorf("next claim = %v, want %v", claimedIDs(cl), late[0].ID)
 	}
 }

@@ -82,6 +82,13 @@ type Store struct {
 	// depth counts the queued deliveries.
 	depth atomic.Int64
 
+	// completeCh hands Complete calls to the completer goroutine, which
+	// commits them in batches until stopCh is closed, then closes
+	// completerDone.
+	completeCh    chan *completion
+	stopCh        chan struct{}
+	completerDone chan struct{}
+
 	closeMu sync.Mutex
 	closed  bool
 }
@@ -118,10 +125,19 @@ func Open(opts Options) (*Store, error) {
 		return nil, fmt.Errorf("opening store at %s: %w; %s", opts.Dir, err, openFix(err))
 	}
 
-	s := &Store{db: db, recordTTL: opts.RecordTTL, bounds: newBounds(), leases: newLeases()}
+	s := &Store{
+		db:            db,
+		recordTTL:     opts.RecordTTL,
+		bounds:        newBounds(),
+		leases:        newLeases(),
+		completeCh:    make(chan *completion),
+		stopCh:        make(chan struct{}),
+		completerDone: make(chan struct{}),
+	}
 	if s.recordTTL <= 0 {
 		s.recordTTL = DefaultRecordTTL
 	}
+	go s.completer()
 	if err := s.init(); err != nil {
 		_ = s.Close()
 		if opts.InMemory {
@@ -195,6 +211,8 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
+	close(s.stopCh)
+	<-s.completerDone
 
 	var errs []error
 	for _, seq := range []*badger.Sequence{s.deliverySeq, s.attemptSeq} {
