@@ -12,9 +12,9 @@ import (
 type ClientOptions struct {
 	// Policy decides which addresses may be dialled, on every connection
 	// (allow-lists included); the zero Policy allows only global unicast.
-	Policy              Policy
-	Resolver            *net.Resolver  // nil = net.DefaultResolver
-	RootCAs             *x509.CertPool // nil = the system pool
+	Policy   Policy
+	Resolver *net.Resolver  // nil = net.DefaultResolver
+	RootCAs  *x509.CertPool // nil = the system pool
 	// MaxIdleConnsPerHost is how many idle connections to one host are
 	// kept for reuse; 0 = 8. Set it to the most attempts that can be in
 	// flight, or a busy HTTP/1.1 receiver costs a TLS handshake per
