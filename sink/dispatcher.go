@@ -42,6 +42,9 @@ const (
 const (
 	// pollInterval is the longest the loop sleeps without a wake-up.
 	pollInterval = time.Second
+	// claimCoalesce is the longest the loop waits, with nearly every
+	// worker busy, for more of them to free up before it claims.
+	claimCoalesce = time.Millisecond
 	// maxResponseBody is how much of a response body is kept.
 	maxResponseBody = 4 << 10
 	// maxDrain is how much more is read, and discarded, so that the
@@ -177,11 +180,20 @@ type Dispatcher struct {
 	inflight int                 // attempts launched and not finished
 	lanes    map[string]*lane    // by webhook id, while it has attempts in flight
 	active   map[string]struct{} // delivery ids in flight
+	// recording counts attempts whose request is over and whose outcome
+	// is being recorded; they no longer count in inflight.
+	recording int
 
 	// hmu serializes the read-modify-write of webhooks' Health.
 	hmu       sync.Mutex
 	windows   map[string]*window // breaker samples by webhook id
 	lastPrune time.Time          // of windows; loop goroutine only
+
+	// claimBatch is how many workers must be free before the loop claims
+	// while others are busy, unless claimCoalesce has passed since the
+	// last claim (lastClaim, loop goroutine only).
+	claimBatch int
+	lastClaim  time.Time
 }
 
 // lane is the per-webhook state of the Dispatcher.
@@ -245,6 +257,7 @@ func New(c Config) *Dispatcher {
 	if d.perWebhook <= 0 {
 		d.perWebhook = DefaultPerWebhook
 	}
+	d.claimBatch = max(1, min(16, d.workers/4))
 	if d.maxRetryAfter <= 0 {
 		d.maxRetryAfter = DefaultMaxRetryAfter
 	}
@@ -363,11 +376,25 @@ func (d *Dispatcher) iterate() (wait time.Duration) {
 		d.lastPrune = now
 	}
 	d.mu.Lock()
-	free := d.workers - d.inflight
+	// Attempts waiting for their outcome to be recorded hold no
+	// connection, but beyond one per worker they stop new claims, so
+	// that a slow store slows the claims down too.
+	free := d.workers - d.inflight - max(0, d.recording-d.workers)
+	busy := d.inflight > 0
 	d.mu.Unlock()
 	if free <= 0 {
 		return pollInterval // a finishing attempt wakes the loop
 	}
+	// Nearly every worker busy: let a few more attempts finish before
+	// claiming, for up to claimCoalesce, so that one claim serves several
+	// of them (a claim costs about as much for one delivery as for
+	// sixteen).
+	if busy && free < d.claimBatch {
+		if since := time.Since(d.lastClaim); since < claimCoalesce {
+			return claimCoalesce - since
+		}
+	}
+	d.lastClaim = time.Now()
 
 	// accept reserves capacity for each candidate it accepts; reservations
 	// are dropped once ClaimDue returns, the launched attempts replacing
@@ -416,6 +443,10 @@ func (d *Dispatcher) iterate() (wait time.Duration) {
 	}
 	for i := range claims {
 		d.launch(claims[i])
+	}
+	if len(claims) == free {
+		// Every worker taken: a finishing attempt wakes the loop.
+		return pollInterval
 	}
 
 	next, ok, err := d.out.NextDue()
@@ -477,6 +508,22 @@ func (d *Dispatcher) run(c store.Claimed, probe bool, prev <-chan struct{}, gate
 		var once sync.Once
 		release = func() { once.Do(func() { close(gate) }) }
 	}
+	// requestDone frees the attempt's place among those in flight once its
+	// request is over and its effect on the webhook's health is known, so
+	// that the next attempt need not wait for the outcome to be recorded.
+	// The delivery stays leased until it is.
+	freed := false
+	requestDone := func() {
+		if freed {
+			return
+		}
+		freed = true
+		d.mu.Lock()
+		d.recording++
+		d.mu.Unlock()
+		d.finish(c.Delivery)
+		d.Notify()
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			d.log.Error("panic in webhook delivery",
@@ -488,7 +535,13 @@ func (d *Dispatcher) run(c store.Claimed, probe bool, prev <-chan struct{}, gate
 		if release != nil {
 			release()
 		}
-		d.finish(c.Delivery)
+		if freed {
+			d.mu.Lock()
+			d.recording--
+			d.mu.Unlock()
+		} else {
+			d.finish(c.Delivery)
+		}
 		d.attempts.Done()
 		d.Notify()
 	}()
@@ -500,7 +553,7 @@ func (d *Dispatcher) run(c store.Claimed, probe bool, prev <-chan struct{}, gate
 			return
 		}
 	}
-	d.deliver(c, probe, release)
+	d.deliver(c, probe, release, requestDone)
 }
 
 // putBack returns a claimed delivery to the outbox, due at once and ahead
@@ -559,8 +612,10 @@ var errStopped = errors.New("dispatcher stopped")
 // attempt to the webhook: it is called when the response arrives,
 // orderGrace after the request was written, or when the attempt ends,
 // whichever comes first. Every failure is retried on the schedule, except
-// a 410 Gone, which disables the webhook.
-func (d *Dispatcher) deliver(c store.Claimed, probe bool, release func()) {
+// a 410 Gone, which disables the webhook. requestDone is called once the
+// request is over and the webhook's health updated, before the outcome is
+// recorded.
+func (d *Dispatcher) deliver(c store.Claimed, probe bool, release, requestDone func()) {
 	dl := c.Delivery
 	res := Result{DeliveryID: dl.ID, EventID: dl.EventID, WebhookID: dl.WebhookID}
 
@@ -655,6 +710,7 @@ func (d *Dispatcher) deliver(c store.Claimed, probe bool, release func()) {
 	} else {
 		d.observe(obs, end)
 	}
+	requestDone()
 	d.complete(dl.ID, att, out, end, res, level, msg)
 	if d.onResult != nil {
 		d.onResult(res)
