@@ -444,8 +444,9 @@ func (d *Dispatcher) iterate() (wait time.Duration) {
 	for i := range claims {
 		d.launch(claims[i])
 	}
-	if len(claims) == free {
-		// Every worker taken: a finishing attempt wakes the loop.
+	if len(claims) > 0 {
+		// A finishing attempt wakes the loop; NextDue, which costs a
+		// look at the queues, is left for when nothing was claimed.
 		return pollInterval
 	}
 

@@ -110,9 +110,12 @@ func Open(opts Options) (*Store, error) {
 	bopts = bopts.
 		WithLogger(opts.Logger).
 		WithSyncWrites(opts.SyncWrites).
-		// A webhook outbox is small: smaller tables and value-log files
-		// keep memory low and let value-log GC reclaim space sooner.
-		WithMemTableSize(16 << 20).
+		// Badger's default memtable size: with 16 MiB, a 100,000-event
+		// backlog spilled into level tables and every claim and
+		// completion paid for table lookups (a claim-and-complete cycle
+		// measured 25 % slower). Smaller value-log files let value-log GC
+		// reclaim space sooner.
+		WithMemTableSize(64 << 20).
 		WithBlockCacheSize(32 << 20).
 		WithValueLogFileSize(64 << 20)
 
