@@ -124,3 +124,40 @@ func TestCompleteAfterClose(t *testing.T) {
 		t.Fatal("Complete after Close hung")
 	}
 }
+
+// BenchmarkDeliveryCycle measures the store's share of one delivery: claim
+// (in batches of 32, as a busy dispatcher does) and complete (from one
+// goroutine per delivery, as attempts do, so completions share commits).
+// The backlog is written before the timer starts.
+func BenchmarkDeliveryCycle(b *testing.B) {
+	s := openStore(b, Options{Dir: b.TempDir()})
+	mustCreate(b, s, testWebhook("a", "k", t0, "create"))
+	for i := 0; i < b.N; i += 1000 {
+		evs := make([]Event, min(1000, b.N-i))
+		for j := range evs {
+			evs[j] = testEvent(fmt.Sprint("e", i+j), "k", "create")
+			evs[j].Payload = []byte(`{"event":"Upload","apiKey":"k","entryIds":["e1"],"metadataKeys":[],"metadataValues":[]}`)
+		}
+		if _, err := s.Enqueue(evs, t0); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for got := 0; got < b.N; {
+		cl, err := s.ClaimDue(t0, time.Minute, 32, nil)
+		if err != nil || len(cl) == 0 {
+			b.Fatalf("ClaimDue = %d, %v with %d left", len(cl), err, b.N-got)
+		}
+		done := make(chan error, len(cl))
+		for _, c := range cl {
+			go func() { done <- s.Complete(c.Delivery.ID, &Attempt{Status: 200}, Outcome{State: StateSucceeded}, t0) }()
+		}
+		for range cl {
+			if err := <-done; err != nil {
+				b.Fatal(err)
+			}
+		}
+		got += len(cl)
+	}
+}
