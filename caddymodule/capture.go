@@ -19,7 +19,8 @@ var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // the final status. Unwrap (from the embedded wrapper) keeps Flush, Hijack,
 // deadlines and full-duplex working through http.ResponseController.
 type captureWriter struct {
-	*caddyhttp.ResponseWriterWrapper
+	// Embedded by value: one allocation per request for both.
+	caddyhttp.ResponseWriterWrapper
 	want        bool // copy the body of a 2xx response
 	max         int
 	buf         *bytes.Buffer // nil until a 2xx body starts to be copied
@@ -33,7 +34,7 @@ type captureWriter struct {
 
 func newCaptureWriter(w http.ResponseWriter, want bool, max int) *captureWriter {
 	return &captureWriter{
-		ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w},
+		ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w},
 		want:                  want,
 		max:                   max,
 	}

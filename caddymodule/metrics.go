@@ -24,9 +24,10 @@ const metricsNamespace = "caddy_echo3d_webhooks"
 var metrics = struct {
 	once sync.Once
 
-	derived    *prometheus.CounterVec   // trigger
-	deliveries *prometheus.CounterVec   // result
-	duration   *prometheus.HistogramVec // result
+	derived    *prometheus.CounterVec                // trigger
+	derivedBy  map[events.Trigger]prometheus.Counter // derived's series, looked up without hashing labels
+	deliveries *prometheus.CounterVec                // result
+	duration   *prometheus.HistogramVec              // result
 	paused     prometheus.Counter
 	disabled   *prometheus.CounterVec // cause
 	evicted    prometheus.Counter     // Processed watches over max_watches
@@ -73,8 +74,9 @@ func initMetrics() {
 		})
 		metrics.state = newStateCollector()
 		// Series that exist from the start read 0 rather than missing.
+		metrics.derivedBy = make(map[events.Trigger]prometheus.Counter, len(events.AllTriggers))
 		for _, t := range events.AllTriggers {
-			metrics.derived.WithLabelValues(string(t))
+			metrics.derivedBy[t] = metrics.derived.WithLabelValues(string(t))
 		}
 		for _, r := range deliveryResults {
 			metrics.deliveries.WithLabelValues(r)
@@ -111,6 +113,10 @@ func registerMetrics(reg *prometheus.Registry) error {
 func countDerived(payloads []events.Payload) {
 	initMetrics()
 	for _, p := range payloads {
+		if c := metrics.derivedBy[p.Event]; c != nil {
+			c.Inc()
+			continue
+		}
 		metrics.derived.WithLabelValues(string(p.Event)).Inc()
 	}
 }

@@ -3,6 +3,7 @@ package events
 import (
 	"bytes"
 	"io"
+	"math/rand/v2"
 	"testing"
 )
 
@@ -51,10 +52,27 @@ func BenchmarkDerivePost(b *testing.B) {
 	}
 }
 
+// BenchmarkTeeMultipart streams a 1 MiB upload whose file holds no CR byte
+// (the worst case of mime/multipart's scan, which partScanner avoids).
 func BenchmarkTeeMultipart(b *testing.B) {
+	benchTeeMultipart(b, bytes.Repeat([]byte("glTF0123"), 1<<17))
+}
+
+// BenchmarkTeeMultipartRandom streams a 1 MiB upload of random bytes, which
+// hold a CR (the first byte of a delimiter) every 256 bytes on average.
+func BenchmarkTeeMultipartRandom(b *testing.B) {
+	data := make([]byte, 1<<20)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	benchTeeMultipart(b, data)
+}
+
+func benchTeeMultipart(b *testing.B, file []byte) {
 	body := buildMultipart(b, testBoundary,
 		map[string]string{"key": "quiet-river-1234", "email": "builder@example.com", "target_type": "2"},
-		[]testFile{{"file", "big.glb", "model/gltf-binary", bytes.Repeat([]byte("glTF0123"), 1<<17)}})
+		[]testFile{{"file", "big.glb", "model/gltf-binary", file}})
 	buf := make([]byte, 32<<10)
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()

@@ -61,7 +61,8 @@ func (r *Rule) Derive(x Exchange) []Payload {
 		case r.MetaValueParam != "":
 			v = x.Params.Get(r.MetaValueParam)
 		}
-		keys, values = []string{k}, []string{v}
+		kv := []string{k, v} // one allocation for both; capped so neither grows into the other
+		keys, values = kv[0:1:1], kv[1:2:2]
 	}
 
 	if r.ResponseID == "" {

@@ -3,6 +3,7 @@ package events
 import (
 	"io"
 	"mime/multipart"
+	"strings"
 )
 
 // formFields is what a multipart parse kept.
@@ -14,18 +15,77 @@ type formFields struct {
 	ok bool
 }
 
+// maxFastBoundary is the longest boundary parsed by partScanner; longer
+// ones (and boundaries holding CR or LF, which no HTTP header can carry)
+// go through mime/multipart, whose 4 KiB buffer behaves differently once a
+// delimiter line comes near its size.
+const maxFastBoundary = 1000
+
 // parseMultipart reads a multipart/form-data stream from r to its closing
 // boundary, keeping the text fields allowed by lim (which must have its
 // defaults applied). File parts (parts with a file name) and parts without
 // a form name are skipped as they stream by, so memory does not depend on
 // their size. A parse or read error stops it and leaves ok false; the
 // fields kept until then are returned.
+//
+// It finds exactly what parseMultipartStd (mime/multipart) finds; see
+// partScanner for how it does so faster.
 func parseMultipart(r io.Reader, boundary string, lim Limits) formFields {
+	if len(boundary) > maxFastBoundary || strings.ContainsAny(boundary, "\r\n") {
+		return parseMultipartStd(r, boundary, lim)
+	}
+	mr := newPartScanner(r, boundary)
+	return collectFields(func() (formPart, error) {
+		p, err := mr.nextPart()
+		if err != nil {
+			return nil, err // not a nil *scanPart in a non-nil interface
+		}
+		return p, nil
+	}, lim)
+}
+
+// parseMultipartStd is parseMultipart on mime/multipart: the reference the
+// fast parser is tested against, and the parser of unusual boundaries.
+func parseMultipartStd(r io.Reader, boundary string, lim Limits) formFields {
 	mr := multipart.NewReader(r, boundary)
+	return collectFields(func() (formPart, error) {
+		p, err := mr.NextPart()
+		if err != nil {
+			return nil, err
+		}
+		return stdPart{p}, nil
+	}, lim)
+}
+
+// formPart is one part of a multipart body, as collectFields reads it.
+type formPart interface {
+	io.Reader
+	// formName is the name of a form-data part, else "".
+	formName() string
+	// hasFileName reports whether the part names a file.
+	hasFileName() bool
+	// discard reads the rest of the part, as io.Copy(io.Discard, part)
+	// does, and returns its error.
+	discard() error
+}
+
+// stdPart is a mime/multipart part as a formPart.
+type stdPart struct{ *multipart.Part }
+
+func (p stdPart) formName() string  { return p.FormName() }
+func (p stdPart) hasFileName() bool { return p.FileName() != "" }
+func (p stdPart) discard() error {
+	_, err := io.Copy(io.Discard, p.Part)
+	return err
+}
+
+// collectFields reads the parts next returns until io.EOF and keeps their
+// text fields within lim (see parseMultipart).
+func collectFields(next func() (formPart, error), lim Limits) formFields {
 	res := formFields{ok: true}
 	var kept int64
 	for {
-		part, err := mr.NextPart()
+		part, err := next()
 		if err == io.EOF {
 			return res
 		}
@@ -33,9 +93,9 @@ func parseMultipart(r io.Reader, boundary string, lim Limits) formFields {
 			res.ok = false
 			return res
 		}
-		name := part.FormName()
-		if name == "" || part.FileName() != "" {
-			if _, err := io.Copy(io.Discard, part); err != nil {
+		name := part.formName()
+		if name == "" || part.hasFileName() {
+			if err := part.discard(); err != nil {
 				res.ok = false
 				return res
 			}

@@ -83,10 +83,18 @@ func (p *Params) Len() int {
 // common web frameworks (Go's net/url would instead drop such a pair).
 // A pair without "=" is a name with an empty value; "+" decodes to a space.
 func (p *Params) AddQuery(rawQuery string) {
+	if p.list == nil && rawQuery != "" {
+		// One allocation for a typical request's pairs, instead of one
+		// per doubling; bounded, as "&" alone makes no pair.
+		p.list = make([]param, 0, min(strings.Count(rawQuery, "&")+1, maxPresized))
+	}
 	for name, value := range queryPairs(rawQuery) {
 		p.Add(name, value)
 	}
 }
+
+// maxPresized bounds the pairs AddQuery makes room for up front.
+const maxPresized = 16
 
 // AddURLEncoded adds the pairs of an application/x-www-form-urlencoded body,
 // with the same syntax and leniency as AddQuery.

@@ -1,7 +1,6 @@
 package events
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"io"
@@ -9,8 +8,8 @@ import (
 	"sync"
 )
 
-// teeBufferSize is the read buffer between the pipe and the multipart
-// parser. It lets one hand-over through the pipe carry a whole proxy read.
+// teeBufferSize is the multipart parser's read buffer (see partScanner). It
+// lets one hand-over through the pipe carry a whole proxy read.
 const teeBufferSize = 32 << 10
 
 var (
@@ -238,5 +237,5 @@ func (t *BodyTee) parse(pr *io.PipeReader) {
 			t.parsed = formFields{}
 		}
 	}()
-	t.parsed = parseMultipart(bufio.NewReaderSize(pr, teeBufferSize), t.boundary, t.lim)
+	t.parsed = parseMultipart(pr, t.boundary, t.lim)
 }
