@@ -9,7 +9,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -365,17 +364,21 @@ func (a *App) enqueue(payloads []events.Payload) (int, error) {
 	now := time.Now()
 	evs := make([]store.Event, 0, len(payloads))
 	for _, p := range payloads {
-		body, err := json.Marshal(p)
-		if err != nil {
-			return 0, fmt.Errorf("encoding %s payload: %w", p.Event, err)
+		// Events no webhook would receive are counted, not encoded.
+		if !st.Subscribed(p.APIKey, string(p.Event)) {
+			continue
 		}
 		evs = append(evs, store.Event{
 			ID:        newID("evt_"),
 			Trigger:   string(p.Event),
 			APIKey:    p.APIKey,
-			Payload:   body,
+			Payload:   p.AppendJSON(nil),
 			CreatedAt: now,
 		})
+	}
+	if len(evs) == 0 {
+		countDerived(payloads)
+		return 0, nil
 	}
 	ds, err := st.Enqueue(evs, now)
 	if err != nil {

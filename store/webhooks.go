@@ -98,6 +98,18 @@ func validateWebhookID(id string) error {
 	return nil
 }
 
+// Subscribed reports whether an enabled webhook of the collection apiKey
+// subscribes to trigger, that is, whether Enqueue would create a delivery
+// for such an event. It reads memory only.
+func (s *Store) Subscribed(apiKey, trigger string) bool {
+	for _, w := range s.index.Load().byAPIKey[apiKey] {
+		if w.Enabled && w.Subscribed(trigger) {
+			return true
+		}
+	}
+	return false
+}
+
 // CreateWebhook stores a new webhook. The caller fills in ID, Secret and
 // the timestamps. It fails with a wrapped ErrExists if the ID is taken.
 func (s *Store) CreateWebhook(w Webhook) error {

@@ -211,3 +211,25 @@ func TestWebhookIndexFollowsWrites(t *testing.T) {
 		}
 	})
 }
+
+func TestSubscribed(t *testing.T) {
+	s := openStore(t, Options{InMemory: true})
+	mustCreate(t, s, testWebhook("a", "k", t0, "create"))
+	off := testWebhook("b", "k", t0, "delete")
+	off.Enabled = false
+	mustCreate(t, s, off)
+	tests := []struct {
+		apiKey, trigger string
+		want            bool
+	}{
+		{"k", "create", true},
+		{"k", "delete", false}, // its only webhook is disabled
+		{"k", "edit", false},
+		{"other", "create", false},
+	}
+	for _, tt := range tests {
+		if got := s.Subscribed(tt.apiKey, tt.trigger); got != tt.want {
+			t.Errorf("Subscribed(%q, %q) = %v, want %v", tt.apiKey, tt.trigger, got, tt.want)
+		}
+	}
+}
