@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -32,7 +33,13 @@ func freePort() int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-func startCaddy(bin, dir, upstreamAddr, caFile string) *caddyProc {
+// deliveryOpts are the delivery options of the Caddy under test.
+type deliveryOpts struct {
+	ordering   string // strict or concurrent
+	perWebhook int
+}
+
+func startCaddy(bin, dir, upstreamAddr, caFile string, o deliveryOpts) *caddyProc {
 	admin, plugin, plain := freePort(), freePort(), freePort()
 	cfg := fmt.Sprintf(`{
 	admin localhost:%d
@@ -46,6 +53,8 @@ func startCaddy(bin, dir, upstreamAddr, caFile string) *caddyProc {
 		timeout 10s
 		allow_private_targets
 		trusted_ca_file %s
+		ordering %s
+		per_webhook %d
 	}
 }
 http://:%d {
@@ -55,7 +64,7 @@ http://:%d {
 http://:%d {
 	reverse_proxy %s
 }
-`, admin, filepath.Join(dir, "store"), caFile, plugin, upstreamAddr, plain, upstreamAddr)
+`, admin, filepath.Join(dir, "store"), caFile, o.ordering, o.perWebhook, plugin, upstreamAddr, plain, upstreamAddr)
 	path := filepath.Join(dir, "Caddyfile")
 	must(os.WriteFile(path, []byte(cfg), 0o600), "writing Caddyfile")
 	cmd := exec.Command(bin, "run", "--config", path, "--adapter", "caddyfile")
@@ -95,6 +104,42 @@ func (p *caddyProc) stop() {
 		_ = p.cmd.Process.Kill()
 		<-done
 	}
+}
+
+// site names the site at base: "plugin" or "plain".
+func (p *caddyProc) site(base string) string {
+	if base == p.pluginURL {
+		return "plugin"
+	}
+	return "plain"
+}
+
+// profile fetches a CPU profile of Caddy covering the next d (whole seconds,
+// at least one) from the admin endpoint into file; the channel is closed
+// once the profile is written or failed (reported on stderr).
+func (p *caddyProc) profile(file string, d time.Duration) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		secs := max(int(d/time.Second), 1)
+		resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", p.adminURL, secs))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "caddy profile:", err)
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err == nil && resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("status %d: %s", resp.StatusCode, b)
+		}
+		if err == nil {
+			err = os.WriteFile(file, b, 0o644)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "caddy profile:", err)
+		}
+	}()
+	return done
 }
 
 // createWebhook registers a webhook through the admin API.

@@ -11,10 +11,35 @@ import (
 	"github.com/caddy-echo3d-webhooks/caddy-echo3d-webhooks/store"
 )
 
+// drainMode is the dispatcher configuration of one drain.
+type drainMode struct {
+	ordering   sink.Ordering
+	perWebhook int
+	workers    int
+}
+
+func (m drainMode) String() string {
+	o := m.ordering
+	if o == "" {
+		o = sink.OrderingStrict
+	}
+	return fmt.Sprintf("`ordering %s`, `per_webhook %d`, `workers %d`", o, m.perWebhook, m.workers)
+}
+
+// drainResult is what one drain measured.
+type drainResult struct {
+	delivered   int
+	elapsed     time.Duration
+	enqueueRate float64 // events/s written into the outbox before the drain
+}
+
+func (r drainResult) rate() float64 { return float64(r.delivered) / r.elapsed.Seconds() }
+
 // drain fills a fresh Badger outbox with n events for one webhook, then
-// starts a dispatcher and times how long the receiver takes to get them all.
-func drain(dir string, rc *receiver, n int, roots *x509.CertPool) (int, time.Duration, float64) {
-	st, err := store.Open(store.Options{Dir: filepath.Join(dir, "drain")})
+// starts a dispatcher configured by mode and times how long the receiver
+// takes to get them all.
+func drain(dir string, rc *receiver, n int, roots *x509.CertPool, mode drainMode) drainResult {
+	st, err := store.Open(store.Options{Dir: filepath.Join(dir, fmt.Sprintf("drain-%d", time.Now().UnixNano()))})
 	must(err, "opening drain store")
 	defer st.Close()
 	secret, err := sink.NewSecret()
@@ -38,12 +63,18 @@ func drain(dir string, rc *receiver, n int, roots *x509.CertPool) (int, time.Dur
 		_, err := st.Enqueue(evs, now)
 		must(err, "enqueue")
 	}
-	enqueueRate := float64(n) / time.Since(start).Seconds()
+	res := drainResult{enqueueRate: float64(n) / time.Since(start).Seconds()}
 
 	base := rc.count.Load()
 	d := sink.New(sink.Config{
 		Outbox: st,
-		Client: sink.NewClient(sink.ClientOptions{Policy: sink.Policy{AllowPrivate: true}, RootCAs: roots}),
+		Client: sink.NewClient(sink.ClientOptions{
+			Policy: sink.Policy{AllowPrivate: true}, RootCAs: roots,
+			MaxIdleConnsPerHost: mode.workers, // as the app sets it
+		}),
+		Ordering:   mode.ordering,
+		PerWebhook: mode.perWebhook,
+		Workers:    mode.workers,
 	})
 	start = time.Now()
 	d.Start()
@@ -51,9 +82,10 @@ func drain(dir string, rc *receiver, n int, roots *x509.CertPool) (int, time.Dur
 	for rc.count.Load()-base < int64(n) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	elapsed := time.Since(start)
+	res.elapsed = time.Since(start)
+	res.delivered = int(rc.count.Load() - base)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = d.Stop(ctx)
-	return int(rc.count.Load() - base), elapsed, enqueueRate
+	return res
 }

@@ -22,19 +22,25 @@ import (
 	"runtime/pprof"
 	"strings"
 	"time"
+
+	"github.com/caddy-echo3d-webhooks/caddy-echo3d-webhooks/sink"
 )
 
 func main() {
 	var (
-		bin      = flag.String("caddy", "./bin/caddy", "Caddy binary with the plugin")
-		duration = flag.Duration("duration", 5*time.Second, "length of one measured round")
-		rounds   = flag.Int("rounds", 3, "rounds per site (alternating plugin and plain)")
-		conns    = flag.Int("conns", 32, "concurrent connections at saturation")
-		rate     = flag.Int("rate", 2000, "requests per second for the fixed-rate runs")
-		bigSize  = flag.Int64("upload-size", 1<<30, "size of the large upload for the memory check")
-		backlog  = flag.Int("backlog", 100000, "events in the delivery backlog")
-		only     = flag.String("only", "", "comma list of phases to run: saturation,fixed,memory,drain (default all)")
-		cpuProf  = flag.String("cpuprofile", "", "write a CPU profile of this process (load generator, upstream, receiver and the in-process drain) to this file")
+		bin          = flag.String("caddy", "./bin/caddy", "Caddy binary with the plugin")
+		duration     = flag.Duration("duration", 5*time.Second, "length of one measured round")
+		rounds       = flag.Int("rounds", 3, "rounds per site (alternating plugin and plain)")
+		conns        = flag.Int("conns", 32, "concurrent connections at saturation")
+		rate         = flag.Int("rate", 2000, "requests per second for the fixed-rate runs")
+		bigSize      = flag.Int64("upload-size", 1<<30, "size of the large upload for the memory check")
+		backlog      = flag.Int("backlog", 100000, "events in the delivery backlog")
+		drainWorkers = flag.Int("drain-workers", 128, "workers and per_webhook of the last drain configuration")
+		ordering     = flag.String("ordering", "concurrent", "the Caddy's ordering option (strict or concurrent)")
+		perWebhook   = flag.Int("per-webhook", 16, "the Caddy's per_webhook option")
+		only         = flag.String("only", "", "comma list of phases to run: saturation,fixed,memory,drain (default all)")
+		cpuProf      = flag.String("cpuprofile", "", "write a CPU profile of this process (load generator, upstream, receiver and the in-process drain) to this file")
+		caddyPr      = flag.String("caddy-profile", "", "during the first saturation round of each call and site, fetch a CPU profile of Caddy from its admin endpoint into PREFIX.<call>.<site>.pprof")
 	)
 	flag.Parse()
 	if *cpuProf != "" {
@@ -54,7 +60,8 @@ func main() {
 	defer rc.srv.Close()
 	ca, err := rc.writeCA(dir)
 	must(err, "writing CA")
-	cp := startCaddy(*bin, dir, up.srv.Listener.Addr().String(), ca)
+	opts := deliveryOpts{ordering: *ordering, perWebhook: *perWebhook}
+	cp := startCaddy(*bin, dir, up.srv.Listener.Addr().String(), ca, opts)
 	defer cp.stop()
 	cp.createWebhook(rc.srv.URL+"/hook", "bench-key", "Upload", "Processed", "CollectionMetadataAdd")
 	// The fixed-rate event calls go to another collection and webhook, so
@@ -66,16 +73,18 @@ func main() {
 	r.linef("# caddy-echo3d-webhooks benchmark\n")
 	r.linef("Machine: %s/%s, %d CPUs, %s. Go %s. Date %s.", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), cpuModel(), runtime.Version(), time.Now().UTC().Format("2006-01-02 15:04 MST"))
 	r.linef("Load generator, fake upstream and HTTPS receiver run on the same machine as Caddy and share its CPUs.")
-	r.linef("Each figure alternates the plugin site and the plain `reverse_proxy` site (%d rounds × %s each).\n", *rounds, *duration)
+	r.linef("Each figure alternates the plugin site and the plain `reverse_proxy` site (%d rounds × %s each).", *rounds, *duration)
+	r.linef("The plugin's Caddy delivers with `ordering %s` and `per_webhook %d` (`-ordering`, `-per-webhook`).\n", opts.ordering, opts.perWebhook)
 
 	c := newClient(*conns)
 	scenarios := []struct {
 		name string
 		mk   request
+		file string // names its Caddy profiles
 	}{
-		{"`GET /query` (no event)", queryRequest},
-		{"`POST /post` (event)", postRequest},
-		{"`POST /upload` 1 MiB multipart (event)", uploadRequest(1 << 20)},
+		{"`GET /query` (no event)", queryRequest, "query"},
+		{"`POST /post` (event)", postRequest, "post"},
+		{"`POST /upload` 1 MiB multipart (event)", uploadRequest(1 << 20), "upload"},
 	}
 	// Warm both sites and the connection pools.
 	for _, base := range []string{cp.pluginURL, cp.plainURL} {
@@ -89,7 +98,13 @@ func main() {
 		var keepPace string
 		for _, sc := range scenarios {
 			before := rc.count.Load()
+			profiled := map[string]bool{}
 			plain, plugin := alternate(*rounds, func(base string) runResult {
+				if *caddyPr != "" && !profiled[base] {
+					profiled[base] = true
+					done := cp.profile(fmt.Sprintf("%s.%s.%s.pprof", *caddyPr, sc.file, cp.site(base)), *duration)
+					defer func() { <-done }()
+				}
 				return closedLoop(c, base, sc.mk, *conns, *duration)
 			}, cp)
 			r.linef("| %s | %.0f | %.0f | **%.1f %%** | %s / %s | %s / %s | %d |", sc.name, plain.rps(), plugin.rps(),
@@ -118,7 +133,8 @@ func main() {
 		fixed := []struct {
 			name string
 			mk   request
-		}{scenarios[0], {"`POST /post` (event)", latencyPostRequest}}
+			file string
+		}{scenarios[0], {"`POST /post` (event)", latencyPostRequest, "post"}}
 		for _, sc := range fixed {
 			if strings.Contains(sc.name, "/post") {
 				rc.reset()
@@ -157,10 +173,19 @@ func main() {
 	}
 
 	if phase("drain") {
-		n, elapsed, enqueueRate := drain(dir, rc, *backlog, x509Pool(rc))
 		r.linef("## Delivery backlog\n")
-		r.linef("%d events enqueued straight into the Badger outbox (%.0f events/s), then drained by the dispatcher to the local HTTPS receiver in %s: **%.0f deliveries/s**.\n",
-			n, enqueueRate, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds())
+		r.linef("%d events for one webhook enqueued straight into a fresh Badger outbox, then drained by a dispatcher to the local HTTPS receiver (HTTP/2), once per configuration:\n", *backlog)
+		r.linef("| Dispatcher | enqueue events/s | drain time | deliveries/s |")
+		r.linef("|---|---|---|---|")
+		for _, m := range []drainMode{
+			{perWebhook: sink.DefaultPerWebhook, workers: sink.DefaultWorkers},
+			{ordering: sink.OrderingConcurrent, perWebhook: sink.DefaultPerWebhook, workers: sink.DefaultWorkers},
+			{ordering: sink.OrderingConcurrent, perWebhook: *drainWorkers, workers: *drainWorkers},
+		} {
+			res := drain(dir, rc, *backlog, x509Pool(rc), m)
+			r.linef("| %s | %.0f | %s | **%.0f** |", m, res.enqueueRate, res.elapsed.Round(time.Millisecond), res.rate())
+		}
+		r.linef("")
 	}
 	fmt.Print(r.String())
 }
