@@ -42,8 +42,7 @@ const (
 const (
 	// pollInterval is the longest the loop sleeps without a wake-up.
 	pollInterval = time.Second
-	// claimCoalesce is the longest the loop waits, with nearly every
-	// worker busy, for more of them to free up before it claims.
+	// claimCoalesce is the least time between two claims.
 	claimCoalesce = time.Millisecond
 	// maxResponseBody is how much of a response body is kept.
 	maxResponseBody = 4 << 10
@@ -189,11 +188,8 @@ type Dispatcher struct {
 	windows   map[string]*window // breaker samples by webhook id
 	lastPrune time.Time          // of windows; loop goroutine only
 
-	// claimBatch is how many workers must be free before the loop claims
-	// while others are busy, unless claimCoalesce has passed since the
-	// last claim (lastClaim, loop goroutine only).
-	claimBatch int
-	lastClaim  time.Time
+	// lastClaim is when the loop last claimed (loop goroutine only).
+	lastClaim time.Time
 }
 
 // lane is the per-webhook state of the Dispatcher.
@@ -257,7 +253,6 @@ func New(c Config) *Dispatcher {
 	if d.perWebhook <= 0 {
 		d.perWebhook = DefaultPerWebhook
 	}
-	d.claimBatch = max(1, min(16, d.workers/4))
 	if d.maxRetryAfter <= 0 {
 		d.maxRetryAfter = DefaultMaxRetryAfter
 	}
@@ -380,19 +375,17 @@ func (d *Dispatcher) iterate() (wait time.Duration) {
 	// connection, but beyond one per worker they stop new claims, so
 	// that a slow store slows the claims down too.
 	free := d.workers - d.inflight - max(0, d.recording-d.workers)
-	busy := d.inflight > 0
 	d.mu.Unlock()
 	if free <= 0 {
 		return pollInterval // a finishing attempt wakes the loop
 	}
-	// Nearly every worker busy: let a few more attempts finish before
-	// claiming, for up to claimCoalesce, so that one claim serves several
-	// of them (a claim costs about as much for one delivery as for
-	// sixteen).
-	if busy && free < d.claimBatch {
-		if since := time.Since(d.lastClaim); since < claimCoalesce {
-			return claimCoalesce - since
-		}
+	// At most one claim per claimCoalesce: what becomes due meanwhile
+	// (events enqueued, workers freed) shares the next claim, which costs
+	// about as much for one delivery as for sixteen. Under load this adds
+	// up to claimCoalesce to a delivery's wait; after a quiet spell,
+	// nothing.
+	if since := time.Since(d.lastClaim); since < claimCoalesce {
+		return claimCoalesce - since
 	}
 	d.lastClaim = time.Now()
 
