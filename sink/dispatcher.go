@@ -190,6 +190,10 @@ type Dispatcher struct {
 
 	// lastClaim is when the loop last claimed (loop goroutine only).
 	lastClaim time.Time
+	// errLogged is when loopError last wrote a line, errSuppressed how
+	// many it has not written since (loop goroutine only).
+	errLogged     time.Time
+	errSuppressed int
 }
 
 // lane is the per-webhook state of the Dispatcher.
@@ -431,7 +435,7 @@ func (d *Dispatcher) iterate() (wait time.Duration) {
 
 	claims, err := d.out.ClaimDue(now, d.lease, free, accept)
 	if err != nil {
-		d.log.Error("claiming due webhook deliveries", zap.Error(err))
+		d.loopError("claiming due webhook deliveries", err)
 		return pollInterval
 	}
 	for i := range claims {
@@ -446,7 +450,7 @@ func (d *Dispatcher) iterate() (wait time.Duration) {
 	next, ok, err := d.out.NextDue()
 	switch {
 	case err != nil:
-		d.log.Error("reading next webhook delivery due time", zap.Error(err))
+		d.loopError("reading next webhook delivery due time", err)
 		return pollInterval
 	case !ok:
 		return pollInterval
@@ -456,6 +460,23 @@ func (d *Dispatcher) iterate() (wait time.Duration) {
 		return pollInterval
 	}
 	return min(max(next.Sub(d.now()), 0), pollInterval)
+}
+
+// loopErrorEvery is how often loopError writes a line while the loop's
+// store calls keep failing.
+const loopErrorEvery = time.Minute
+
+// loopError logs a failed store call of the loop: the first at once, then
+// at most one line per loopErrorEvery with how many went unlogged, so that
+// an unusable store (the loop retries every second) cannot flood the log.
+func (d *Dispatcher) loopError(msg string, err error) {
+	now := time.Now()
+	if !d.errLogged.IsZero() && now.Sub(d.errLogged) < loopErrorEvery {
+		d.errSuppressed++
+		return
+	}
+	d.log.Error(msg, zap.Error(err), zap.Int("unlogged_since_last", d.errSuppressed))
+	d.errLogged, d.errSuppressed = now, 0
 }
 
 // launch starts the attempt of one claimed delivery in its own goroutine.

@@ -1261,3 +1261,36 @@ func TestLogging(t *testing.T) {
 		t.Errorf("%d retry and %d success log entries, want 1 and 1", retry, success)
 	}
 }
+
+// failingOutbox is a store whose claims fail, as when its disk is gone.
+type failingOutbox struct {
+	*store.Store
+	calls atomic.Int32
+}
+
+func (f *failingOutbox) ClaimDue(time.Time, time.Duration, int, func(string) bool) ([]store.Claimed, error) {
+	f.calls.Add(1)
+	return nil, errors.New("disk on fire")
+}
+
+// TestClaimErrorsLoggedSparingly: a store that keeps failing gets one
+// error line, not one per retry.
+func TestClaimErrorsLoggedSparingly(t *testing.T) {
+	var out *failingOutbox
+	h := newHarness(t, func(h *harness, c *Config) {
+		out = &failingOutbox{Store: h.st}
+		c.Outbox = out
+	})
+	h.d.Start()
+	waitFor(t, "five failed claims", func() bool {
+		h.d.Notify()
+		return out.calls.Load() >= 5
+	})
+	lines := h.logs.FilterMessage("claiming due webhook deliveries").All()
+	if len(lines) != 1 {
+		t.Fatalf("%d error lines for %d failed claims, want 1", len(lines), out.calls.Load())
+	}
+	if got := lines[0].ContextMap()["error"]; got != "disk on fire" {
+		t.Errorf("logged error %v", got)
+	}
+}
