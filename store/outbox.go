@@ -2,12 +2,11 @@ package store
 
 import (
 	"bytes"
-	"cmp"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
+	"math"
 	"strings"
 	"time"
 
@@ -471,18 +470,10 @@ func deleteKey(txn *badger.Txn, key []byte) error {
 // in-memory bounds, each from its bound, until no later one can be
 // earlier than what it found.
 func (s *Store) NextDue() (time.Time, bool, error) {
-	idx := s.index.Load()
-	var visits []visit
-	s.bounds.each(func(id string, due uint64, from []byte, gen uint64) {
-		if w, known := idx.byID[id]; known && !w.Enabled {
-			return
-		}
-		visits = append(visits, visit{due: max(due, unixNanos(s.Health(id).HoldUntil)), webhookID: id, from: from, gen: gen})
-	})
+	visits := s.visits(math.MaxUint64)
 	if len(visits) == 0 {
 		return time.Time{}, false, nil
 	}
-	slices.SortFunc(visits, func(a, b visit) int { return cmp.Compare(a.due, b.due) })
 	var due uint64
 	var ok bool
 	err := s.db.View(func(txn *badger.Txn) error {

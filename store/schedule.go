@@ -134,20 +134,18 @@ type visit struct {
 	gen       uint64
 }
 
-// dueVisits returns the webhooks that may have a delivery due at now, in
-// due order: not disabled, not held, and with a queue bound due by now.
-// It reads memory only.
-func (s *Store) dueVisits(now uint64) []visit {
+// visits returns the webhooks that are not disabled and may have
+// something queued, in the order their first delivery, or the end of their
+// hold if later, may be due (visit.due), ready by at most until. It reads
+// memory only.
+func (s *Store) visits(until uint64) []visit {
 	var visits []visit
 	idx := s.index.Load()
 	s.bounds.each(func(id string, due uint64, from []byte, gen uint64) {
-		if due > now {
-			return
-		}
 		if w, ok := idx.byID[id]; ok && !w.Enabled {
 			return
 		}
-		if unixNanos(s.Health(id).HoldUntil) > now {
+		if due = max(due, unixNanos(s.Health(id).HoldUntil)); due > until {
 			return
 		}
 		visits = append(visits, visit{due: due, webhookID: id, from: from, gen: gen})
@@ -238,7 +236,7 @@ var scanHook func()
 // deliveries due at or before now.
 func (s *Store) dueCandidates(now time.Time, limit int, accept func(string) bool) ([]candidate, error) {
 	nowNanos := unixNanos(now)
-	visits := s.dueVisits(nowNanos)
+	visits := s.visits(nowNanos)
 	if len(visits) == 0 {
 		return nil, nil
 	}
