@@ -492,6 +492,11 @@ func TestProcessedGiveUp(t *testing.T) {
 
 	id := uploadEntry(t, key, true)
 	waitStats(t, "memory", "one given up", func(s watch.Stats) bool { return s.GaveUp == 1 && s.Active == 0 })
+	// The manager counts a watch as ended when it removes it; the warning
+	// and then the process-wide count (its Ended hook) follow.
+	waitUntil(t, "the process-wide give-up count", 10*time.Second, func() bool {
+		return caddymodule.WatchesEnded(watch.GaveUp) > before
+	})
 	if got := caddymodule.WatchesEnded(watch.GaveUp) - before; got != 1 {
 		t.Errorf("process-wide give-up count rose by %d, want 1", got)
 	}
