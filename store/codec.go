@@ -1,7 +1,6 @@
 package store
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -9,9 +8,9 @@ import (
 	"github.com/dgraph-io/badger/v4"
 )
 
-// getJSON decodes the value at key into v. A missing key gives a wrapped
+// getRecord decodes the value at key into v. A missing key gives a wrapped
 // ErrNotFound naming what (for example "delivery msg_x").
-func getJSON(txn *badger.Txn, key []byte, what string, v any) error {
+func getRecord(txn *badger.Txn, key []byte, what string, v any) error {
 	item, err := txn.Get(key)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return fmt.Errorf("%s: %w", what, ErrNotFound)
@@ -19,15 +18,15 @@ func getJSON(txn *badger.Txn, key []byte, what string, v any) error {
 	if err != nil {
 		return fmt.Errorf("reading %s: %w", what, err)
 	}
-	if err := item.Value(func(val []byte) error { return json.Unmarshal(val, v) }); err != nil {
+	if err := item.Value(func(val []byte) error { return decodeRecord(val, v) }); err != nil {
 		return fmt.Errorf("decoding %s: %w", what, err)
 	}
 	return nil
 }
 
-// setJSON encodes v at key, expiring after ttl unless ttl is 0.
-func setJSON(txn *badger.Txn, key []byte, what string, v any, ttl time.Duration) error {
-	val, err := json.Marshal(v)
+// setRecord encodes v at key, expiring after ttl unless ttl is 0.
+func setRecord(txn *badger.Txn, key []byte, what string, v any, ttl time.Duration) error {
+	val, err := encodeRecord(v)
 	if err != nil {
 		return fmt.Errorf("encoding %s: %w", what, err)
 	}
@@ -39,4 +38,20 @@ func setJSON(txn *badger.Txn, key []byte, what string, v any, ttl time.Duration)
 		return fmt.Errorf("writing %s: %w", what, err)
 	}
 	return nil
+}
+
+// getRaw returns a copy of the value at key, or a wrapped ErrNotFound.
+func getRaw(txn *badger.Txn, key []byte, what string) ([]byte, error) {
+	item, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, fmt.Errorf("%s: %w", what, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", what, err)
+	}
+	v, err := item.ValueCopy(nil)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", what, err)
+	}
+	return v, nil
 }

@@ -86,26 +86,35 @@ func (s *Store) completeBatch(batch []*completion) {
 	results := make([]error, len(batch))
 	var delta int64
 	var requeued []queuedKey
+	s.releaseMu.Lock()
 	err := s.update(func(txn *badger.Txn) error {
 		delta, requeued = 0, requeued[:0]
-		// Read first, write after (see eventMarkers).
-		deliveries := make(map[string]*Delivery, len(batch))
+		// Read first, write after (see eventMarkers). A delivery whose
+		// lease kept what its claim read is not read again (see leases).
+		deliveries := make(map[string]*known, len(batch))
 		markers := eventMarkers{}
 		for _, c := range batch {
 			if _, ok := deliveries[c.deliveryID]; ok {
 				continue
 			}
-			d := new(Delivery)
-			err := getJSON(txn, deliveryKey(c.deliveryID), "delivery "+c.deliveryID, d)
-			switch {
-			case errors.Is(err, ErrNotFound):
-				d = nil
-			case err != nil:
-				return err
-			case markers[d.EventID] == nil:
-				markers[d.EventID] = readMarkers(txn, d.EventID)
+			k := new(known)
+			if d, ev, ok := s.leases.state(c.deliveryID); ok {
+				k.d, k.event, k.queued = &d, ev, true
+			} else {
+				k.d = new(Delivery)
+				err := getRecord(txn, deliveryKey(c.deliveryID), "delivery "+c.deliveryID, k.d)
+				if errors.Is(err, ErrNotFound) {
+					deliveries[c.deliveryID] = nil
+					continue
+				}
+				if err != nil {
+					return err
+				}
 			}
-			deliveries[c.deliveryID] = d
+			if markers[k.d.EventID] == nil {
+				markers[k.d.EventID] = readMarkers(txn, k.d.EventID)
+			}
+			deliveries[c.deliveryID] = k
 		}
 		for i, c := range batch {
 			results[i] = s.completeOne(txn, c, deliveries[c.deliveryID], markers, &delta, &requeued)
@@ -118,6 +127,7 @@ func (s *Store) completeBatch(batch []*completion) {
 		s.bounds.lower(requeued, nil)
 		return nil
 	})
+	s.releaseMu.Unlock()
 	if errors.Is(err, badger.ErrTxnTooBig) && len(batch) > 1 {
 		s.completeBatch(batch[:len(batch)/2])
 		s.completeBatch(batch[len(batch)/2:])
@@ -142,13 +152,24 @@ func (s *Store) completeBatch(batch []*completion) {
 	}
 }
 
-// completeOne applies one completion to its delivery d (nil: not found) in
-// txn, updating *d, adding to *delta the change in the number of queued
+// known is a delivery as completeBatch found it.
+type known struct {
+	d *Delivery
+	// event is the record of d's event as stored, if known.
+	event []byte
+	// queued tells that d's queue entry is known to exist: d came from its
+	// lease, or an earlier completion in the batch wrote the entry.
+	queued bool
+}
+
+// completeOne applies one completion to its delivery k (nil: not found) in
+// txn, updating k, adding to *delta the change in the number of queued
 // deliveries and to *requeued the queue key it writes.
-func (s *Store) completeOne(txn *badger.Txn, c *completion, d *Delivery, markers eventMarkers, delta *int64, requeued *[]queuedKey) error {
-	if d == nil {
+func (s *Store) completeOne(txn *badger.Txn, c *completion, k *known, markers eventMarkers, delta *int64, requeued *[]queuedKey) error {
+	if k == nil {
 		return fmt.Errorf("delivery %s: %w", c.deliveryID, ErrNotFound)
 	}
+	d := k.d
 	if c.attempt != nil {
 		a := *c.attempt
 		d.Attempts++
@@ -161,35 +182,40 @@ func (s *Store) completeOne(txn *badger.Txn, c *completion, d *Delivery, markers
 	d.UpdatedAt = c.now
 
 	if d.State != StatePending {
-		return setJSON(txn, deliveryKey(d.ID), "delivery "+d.ID, d, s.recordTTL)
+		return setRecord(txn, deliveryKey(d.ID), "delivery "+d.ID, d, s.recordTTL)
 	}
 	qk := webhookQueueKey(d.WebhookID, d.NextAttemptAt, d.Seq)
-	switch _, err := txn.Get(qk); {
-	case err == nil:
+	queued := k.queued
+	if !queued {
+		switch _, err := txn.Get(qk); {
+		case err == nil:
+			queued = true
+		case !errors.Is(err, badger.ErrKeyNotFound):
+			return fmt.Errorf("reading queue entry: %w", err)
+		}
+	}
+	if queued {
 		*delta--
 		if err := deleteKey(txn, qk); err != nil {
 			return err
 		}
-	case !errors.Is(err, badger.ErrKeyNotFound):
-		return fmt.Errorf("reading queue entry: %w", err)
 	}
+	k.queued = false
 	if c.out.State != StatePending {
 		// Leaving the queue can only make the webhook's bound early,
 		// which ClaimDue corrects when it finds nothing.
 		d.State = c.out.State
-		return s.finish(txn, d, markers)
+		return s.finish(txn, d, markers, k.event)
 	}
 	d.NextAttemptAt = c.out.NextAttemptAt
 	if d.NextAttemptAt.IsZero() {
 		d.NextAttemptAt = c.now
 	}
-	if err := setJSON(txn, deliveryKey(d.ID), "delivery "+d.ID, d, 0); err != nil {
+	if err := setPending(txn, d); err != nil {
 		return err
 	}
 	qk = webhookQueueKey(d.WebhookID, d.NextAttemptAt, d.Seq)
-	if err := txn.Set(qk, []byte(d.ID)); err != nil {
-		return fmt.Errorf("writing queue entry: %w", err)
-	}
+	k.queued = true
 	// Due again, maybe before the webhook's bound.
 	*requeued = append(*requeued, queuedKey{webhookID: d.WebhookID, key: qk, due: unixNanos(d.NextAttemptAt)})
 	*delta++

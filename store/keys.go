@@ -13,9 +13,9 @@ import (
 // numbers are 8-byte big-endian so that byte order is numeric order.
 //
 //	wh/<webhookID>                            JSON Webhook
-//	ev/<eventID>                              JSON Event (TTL once no delivery is pending)
+//	ev/<eventID>                              Event record (record.go; TTL once no delivery is pending)
 //	evp/<eventID>/<deliveryID>                empty; marks a pending delivery of the event
-//	dl/<deliveryID>                           JSON Delivery (TTL once finished)
+//	dl/<deliveryID>                           Delivery record (TTL once finished)
 //	wq/, ws/, wsp/, wn/, hl/, wo/             per-webhook queues, their schedule and health (schedule.go)
 //	q/<due nanos><seq>                        "<deliveryID>/<webhookID>"; earlier versions' single queue, migrated at open
 //	at/<webhookID>/<^at nanos><^attempt seq>  JSON Attempt (TTL); newest first

@@ -13,33 +13,78 @@ import (
 // this process (the old and the new one during a config reload) shares the
 // one Store: so when the store opens, no delivery is leased, and a crash
 // loses leases, not deliveries.
+//
+// A lease also keeps what ClaimDue read, so that Complete need not read it
+// again: the delivery, and its event as stored. This copy is exact for as
+// long as the lease is in the map: only Complete (one batch at a time, see
+// completer) and ClaimDue change a pending delivery once it is queued;
+// Complete drops the delivery's lease after every commit that changed it,
+// and ClaimDue reads in a transaction that starts after it took the lease.
+// So a lease still in the map was taken, and its copy read, after the last
+// change to the delivery.
 type leases struct {
-	mu    sync.Mutex
-	until map[string]time.Time // by delivery ID
+	mu sync.Mutex
+	by map[string]*claimLease // by delivery ID
+}
+
+// claimLease is one delivery's lease.
+type claimLease struct {
+	until time.Time
+	// d is nil until ClaimDue has read the delivery; event is then the
+	// record of its event as stored.
+	d     *Delivery
+	event []byte
 }
 
 func newLeases() *leases {
-	return &leases{until: make(map[string]time.Time)}
+	return &leases{by: make(map[string]*claimLease)}
 }
 
 // take leases the delivery until the given time, unless it is leased past
-// now already.
-func (l *leases) take(deliveryID string, now, until time.Time) bool {
+// now already. It returns nil if it did not take it.
+func (l *leases) take(deliveryID string, now, until time.Time) *claimLease {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if u, ok := l.until[deliveryID]; ok && u.After(now) {
-		return false
+	if ls, ok := l.by[deliveryID]; ok && ls.until.After(now) {
+		return nil
 	}
-	l.until[deliveryID] = until
-	return true
+	ls := &claimLease{until: until}
+	l.by[deliveryID] = ls
+	return ls
 }
 
 // held returns when the delivery's lease expires, if it is leased past now.
 func (l *leases) held(deliveryID string, now time.Time) (time.Time, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	u, ok := l.until[deliveryID]
-	return u, ok && u.After(now)
+	ls, ok := l.by[deliveryID]
+	if !ok {
+		return time.Time{}, false
+	}
+	return ls.until, ls.until.After(now)
+}
+
+// attach records in ls what its claim read, unless ls has been dropped
+// (or replaced) meanwhile.
+func (l *leases) attach(deliveryID string, ls *claimLease, d Delivery, event []byte) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.by[deliveryID] == ls {
+		ls.d, ls.event = &d, event
+	}
+}
+
+// state returns a copy of the delivery and its event's record as read by the
+// claim that holds the delivery's lease; ok is false if it is not leased or
+// its claim has not read it.
+func (l *leases) state(deliveryID string) (d Delivery, event []byte, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ls := l.by[deliveryID]
+	if ls == nil || ls.d == nil {
+		return Delivery{}, nil, false
+	}
+	return *ls.d, ls.event, true
 }
 
 // drop ends the leases of the given deliveries.
@@ -47,6 +92,6 @@ func (l *leases) drop(deliveryIDs ...string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, id := range deliveryIDs {
-		delete(l.until, id)
+		delete(l.by, id)
 	}
 }

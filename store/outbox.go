@@ -3,7 +3,6 @@ package store
 import (
 	"bytes"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -52,7 +51,7 @@ func (s *Store) Enqueue(events []Event, now time.Time) ([]Delivery, error) {
 				if err := validateEventID(ev.ID); err != nil {
 					return []Delivery{}, fmt.Errorf("enqueuing: %w", err)
 				}
-				val, err := json.Marshal(ev)
+				val, err := encodeRecord(ev)
 				if err != nil {
 					return []Delivery{}, fmt.Errorf("encoding event %s: %w", ev.ID, err)
 				}
@@ -105,7 +104,7 @@ func (s *Store) newDelivery(eventID, webhookID string, now time.Time) (Delivery,
 		CreatedAt:     now,
 		UpdatedAt:     now,
 	}
-	val, err := json.Marshal(&d)
+	val, err := encodeRecord(&d)
 	if err != nil {
 		return Delivery{}, nil, fmt.Errorf("encoding delivery %s: %w", d.ID, err)
 	}
@@ -113,7 +112,7 @@ func (s *Store) newDelivery(eventID, webhookID string, now time.Time) (Delivery,
 		{key: deliveryKey(d.ID), val: val},
 		{key: eventPendingKey(eventID, d.ID)},
 		{key: oldestKey(d.CreatedAt, d.Seq), val: []byte(d.ID)},
-		{key: webhookQueueKey(webhookID, d.NextAttemptAt, d.Seq), val: []byte(d.ID), queued: true},
+		{key: webhookQueueKey(webhookID, d.NextAttemptAt, d.Seq), val: queueEntryValue(d.ID, val), queued: true},
 	}, nil
 }
 
@@ -186,6 +185,7 @@ func (s *Store) EnqueueDelivery(ev Event, webhookID string, now time.Time) (Deli
 	}
 	qk, ak := queueKeys(writes), ageKeys(writes)
 	s.bounds.lower(qk, ak)
+	s.releaseMu.Lock()
 	err = s.update(func(txn *badger.Txn) error {
 		if err := s.keepEvent(txn, &ev); err != nil {
 			return err
@@ -197,6 +197,7 @@ func (s *Store) EnqueueDelivery(ev Event, webhookID string, now time.Time) (Deli
 		}
 		return nil
 	})
+	s.releaseMu.Unlock()
 	s.bounds.lower(qk, ak)
 	if err != nil {
 		return Delivery{}, fmt.Errorf("enqueuing delivery: %w", err)
@@ -212,7 +213,7 @@ func (s *Store) keepEvent(txn *badger.Txn, ev *Event) error {
 	key := eventKey(ev.ID)
 	item, err := txn.Get(key)
 	if errors.Is(err, badger.ErrKeyNotFound) {
-		return setJSON(txn, key, "event "+ev.ID, ev, 0)
+		return setRecord(txn, key, "event "+ev.ID, ev, 0)
 	}
 	if err != nil {
 		return fmt.Errorf("reading event %s: %w", ev.ID, err)
@@ -281,15 +282,18 @@ func (s *Store) ClaimDue(now time.Time, lease time.Duration, limit int, accept f
 	// overtake each other.
 	until := now.Add(lease)
 	leased := cands[:0:0]
+	taken := make(map[string]*claimLease, len(cands))
 	skip := map[string]bool{}
 	for _, c := range cands {
 		if skip[c.webhookID] {
 			continue
 		}
-		if !s.leases.take(c.deliveryID, now, until) {
+		ls := s.leases.take(c.deliveryID, now, until)
+		if ls == nil {
 			skip[c.webhookID] = true
 			continue
 		}
+		taken[c.deliveryID] = ls
 		leased = append(leased, c)
 	}
 	if claimHook != nil {
@@ -297,15 +301,16 @@ func (s *Store) ClaimDue(now time.Time, lease time.Duration, limit int, accept f
 	}
 
 	var claimed []Claimed
+	var events [][]byte
 	var delta int64
 	err = s.update(func(txn *badger.Txn) error {
-		claimed, delta = claimed[:0], 0
+		claimed, events, delta = claimed[:0], events[:0], 0
 		clear(skip)
 		for _, c := range leased {
 			if skip[c.webhookID] {
 				continue
 			}
-			cl, ok, err := s.claim(txn, c, now, &delta)
+			cl, ev, ok, err := s.claim(txn, c, now, &delta)
 			if errors.Is(err, errTaken) {
 				skip[c.webhookID] = true
 				continue
@@ -315,6 +320,7 @@ func (s *Store) ClaimDue(now time.Time, lease time.Duration, limit int, accept f
 			}
 			if ok {
 				claimed = append(claimed, cl)
+				events = append(events, ev)
 			}
 		}
 		return nil
@@ -326,10 +332,12 @@ func (s *Store) ClaimDue(now time.Time, lease time.Duration, limit int, accept f
 		return nil, fmt.Errorf("claiming deliveries: %w", err)
 	}
 	s.depth.Add(delta)
-	// Give back the leases of what was not claimed after all.
+	// Keep what was read with the leases, for Complete; give back the
+	// leases of what was not claimed after all.
 	kept := make(map[string]bool, len(claimed))
-	for _, c := range claimed {
+	for i, c := range claimed {
 		kept[c.Delivery.ID] = true
+		s.leases.attach(c.Delivery.ID, taken[c.Delivery.ID], c.Delivery, events[i])
 	}
 	for _, c := range leased {
 		if !kept[c.deliveryID] {
@@ -340,54 +348,71 @@ func (s *Store) ClaimDue(now time.Time, lease time.Duration, limit int, accept f
 }
 
 // claim reads one leased candidate in txn, adding to *delta the change in
-// the number of queued deliveries. ok is false when the candidate is no
-// longer claimable: completed or moved meanwhile (errTaken), inconsistent
-// (its queue entry is dropped) or without event (the delivery is failed).
-func (s *Store) claim(txn *badger.Txn, c candidate, now time.Time, delta *int64) (Claimed, bool, error) {
-	if _, err := txn.Get(c.key); err != nil {
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return Claimed{}, false, errTaken
-		}
-		return Claimed{}, false, fmt.Errorf("reading queue entry: %w", err)
+// the number of queued deliveries; it returns the event's record as stored too.
+// ok is false when the candidate is no longer claimable: completed or moved
+// meanwhile (errTaken), inconsistent (its queue entry is dropped) or
+// without event (the delivery is failed).
+func (s *Store) claim(txn *badger.Txn, c candidate, now time.Time, delta *int64) (Claimed, []byte, bool, error) {
+	item, err := txn.Get(c.key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return Claimed{}, nil, false, errTaken
+	}
+	if err != nil {
+		return Claimed{}, nil, false, fmt.Errorf("reading queue entry: %w", err)
 	}
 	var d Delivery
-	err := getJSON(txn, deliveryKey(c.deliveryID), "delivery "+c.deliveryID, &d)
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		return Claimed{}, false, err
+	var carried bool
+	err = item.Value(func(v []byte) error {
+		var err error
+		d, carried, err = queueEntryDelivery(v)
+		return err
+	})
+	if err != nil {
+		return Claimed{}, nil, false, err
 	}
-	if err != nil || d.State != StatePending || !bytes.Equal(webhookQueueKey(d.WebhookID, d.NextAttemptAt, d.Seq), c.key) {
+	if !carried {
+		// An entry of an earlier version: the delivery is under dl/ only.
+		err := getRecord(txn, deliveryKey(c.deliveryID), "delivery "+c.deliveryID, &d)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return Claimed{}, nil, false, err
+		}
+	}
+	if d.ID != c.deliveryID || d.State != StatePending || !bytes.Equal(webhookQueueKey(d.WebhookID, d.NextAttemptAt, d.Seq), c.key) {
 		// A queue entry that does not match its delivery is stale.
 		*delta--
-		return Claimed{}, false, deleteKey(txn, c.key)
+		return Claimed{}, nil, false, deleteKey(txn, c.key)
 	}
 
-	var ev Event
-	err = getJSON(txn, eventKey(d.EventID), "event "+d.EventID, &ev)
+	raw, err := getRaw(txn, eventKey(d.EventID), "event "+d.EventID)
 	if errors.Is(err, ErrNotFound) {
 		if err := deleteKey(txn, c.key); err != nil {
-			return Claimed{}, false, err
+			return Claimed{}, nil, false, err
 		}
 		d.State = StateFailed
 		d.LastError = eventMissingError
 		d.UpdatedAt = now
 		*delta--
-		return Claimed{}, false, s.finish(txn, &d, nil)
+		return Claimed{}, nil, false, s.finish(txn, &d, nil, nil)
 	}
 	if err != nil {
-		return Claimed{}, false, err
+		return Claimed{}, nil, false, err
 	}
-	cl := Claimed{Delivery: d, Event: ev}
+	cl := Claimed{Delivery: d}
+	if err := decodeRecord(raw, &cl.Event); err != nil {
+		return Claimed{}, nil, false, fmt.Errorf("decoding event %s: %w", d.EventID, err)
+	}
 	if w, ok := s.index.Load().byID[d.WebhookID]; ok {
 		cl.Webhook = w.clone()
 	}
-	return cl, true, nil
+	return cl, raw, true, nil
 }
 
 // finish stores a delivery that has left the queue with the record TTL and
 // releases its hold on its event. markers, when not nil, has the pending
-// markers of d's event as read by txn before it wrote anything.
-func (s *Store) finish(txn *badger.Txn, d *Delivery, markers eventMarkers) error {
-	if err := setJSON(txn, deliveryKey(d.ID), "delivery "+d.ID, d, s.recordTTL); err != nil {
+// markers of d's event as read by txn before it wrote anything; event, when
+// not nil, is the event's record as stored.
+func (s *Store) finish(txn *badger.Txn, d *Delivery, markers eventMarkers, event []byte) error {
+	if err := setRecord(txn, deliveryKey(d.ID), "delivery "+d.ID, d, s.recordTTL); err != nil {
 		return err
 	}
 	if err := deleteKey(txn, eventPendingKey(d.EventID, d.ID)); err != nil {
@@ -396,7 +421,7 @@ func (s *Store) finish(txn *badger.Txn, d *Delivery, markers eventMarkers) error
 	if err := deleteKey(txn, oldestKey(d.CreatedAt, d.Seq)); err != nil {
 		return err
 	}
-	return s.releaseEvent(txn, d.EventID, d.ID, markers)
+	return s.releaseEvent(txn, d.EventID, d.ID, markers, event)
 }
 
 // eventMarkers holds, for a batch of completions, the IDs of the pending
@@ -408,7 +433,11 @@ type eventMarkers map[string]map[string]bool
 
 // readMarkers reads, in txn, the IDs of the event's pending deliveries.
 // Reading them makes two concurrent releases of one event conflict, so one
-// of them sees the other's deletion.
+// of them sees the other's deletion. The iterator is limited to the
+// event's prefix: an iterator over all markers, shared by a batch, looks
+// ahead past the deleted markers of finished events (Badger skips them one
+// by one until it has found live ones), which made each read cost as much
+// as all the deliveries finished since the last compaction.
 func readMarkers(txn *badger.Txn, eventID string) map[string]bool {
 	prefix := eventPendingPrefix(eventID)
 	ids := map[string]bool{}
@@ -426,8 +455,9 @@ func readMarkers(txn *badger.Txn, eventID string) map[string]bool {
 
 // releaseEvent gives the event the record TTL unless a delivery other than
 // deliveryID still has it pending, according to markers (read in txn when
-// nil or without the event).
-func (s *Store) releaseEvent(txn *badger.Txn, eventID, deliveryID string, markers eventMarkers) error {
+// nil or without the event). val, when not nil, is the event's record as
+// stored; otherwise it is read.
+func (s *Store) releaseEvent(txn *badger.Txn, eventID, deliveryID string, markers eventMarkers, val []byte) error {
 	ids := markers[eventID]
 	if ids == nil {
 		ids = readMarkers(txn, eventID)
@@ -438,16 +468,15 @@ func (s *Store) releaseEvent(txn *badger.Txn, eventID, deliveryID string, marker
 	}
 
 	key := eventKey(eventID)
-	item, err := txn.Get(key)
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("reading event %s: %w", eventID, err)
-	}
-	val, err := item.ValueCopy(nil)
-	if err != nil {
-		return fmt.Errorf("reading event %s: %w", eventID, err)
+	if val == nil {
+		var err error
+		val, err = getRaw(txn, key, "event "+eventID)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
 	}
 	if err := txn.SetEntry(badger.NewEntry(key, val).WithTTL(s.recordTTL)); err != nil {
 		return fmt.Errorf("writing event %s: %w", eventID, err)
@@ -477,13 +506,13 @@ func (s *Store) NextDue() (time.Time, bool, error) {
 	var due uint64
 	var ok bool
 	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: []byte(prefixWebhookQueue)})
-		defer it.Close()
 		for _, v := range visits {
 			if ok && v.due >= due {
 				return nil
 			}
+			it := queueIterator(txn, v.webhookID)
 			head, found, err := s.nextDue(it, v)
+			it.Close()
 			if err != nil {
 				return err
 			}
@@ -511,7 +540,7 @@ func (s *Store) NextDue() (time.Time, bool, error) {
 func (s *Store) GetDelivery(id string) (Delivery, error) {
 	var d Delivery
 	err := s.db.View(func(txn *badger.Txn) error {
-		return getJSON(txn, deliveryKey(id), "delivery "+id, &d)
+		return getRecord(txn, deliveryKey(id), "delivery "+id, &d)
 	})
 	if err != nil {
 		return Delivery{}, err
@@ -524,7 +553,7 @@ func (s *Store) GetDelivery(id string) (Delivery, error) {
 func (s *Store) GetEvent(id string) (Event, error) {
 	var ev Event
 	err := s.db.View(func(txn *badger.Txn) error {
-		return getJSON(txn, eventKey(id), "event "+id, &ev)
+		return getRecord(txn, eventKey(id), "event "+id, &ev)
 	})
 	if err != nil {
 		return Event{}, err
@@ -548,7 +577,7 @@ func (s *Store) releaseLeases(now time.Time) error {
 				return err
 			}
 			var d Delivery
-			err := getJSON(txn, deliveryKey(id), "delivery "+id, &d)
+			err := getRecord(txn, deliveryKey(id), "delivery "+id, &d)
 			if errors.Is(err, ErrNotFound) {
 				return nil
 			}
@@ -562,13 +591,7 @@ func (s *Store) releaseLeases(now time.Time) error {
 				return err
 			}
 			d.NextAttemptAt = now
-			if err := setJSON(txn, deliveryKey(d.ID), "delivery "+d.ID, &d, 0); err != nil {
-				return err
-			}
-			if err := txn.Set(webhookQueueKey(d.WebhookID, d.NextAttemptAt, d.Seq), []byte(d.ID)); err != nil {
-				return fmt.Errorf("writing queue entry: %w", err)
-			}
-			return nil
+			return setPending(txn, &d)
 		})
 		if err != nil {
 			return fmt.Errorf("releasing lease of delivery %s: %w", id, err)

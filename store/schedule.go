@@ -19,7 +19,7 @@ import (
 // with the number of webhooks that have something due, and a paused
 // webhook with a million pending deliveries costs one comparison.
 //
-//	wq/<webhookID>/<due nanos><seq>  deliveryID; one per pending delivery
+//	wq/<webhookID>/<due nanos><seq>  deliveryID "\n" Delivery record; one per pending delivery (queuevalue.go)
 //	hl/<webhookID>                   JSON Health
 //	wo/<created nanos><seq>          deliveryID; pending deliveries, oldest first
 //
@@ -159,7 +159,17 @@ func (s *Store) visits(until uint64) []visit {
 	return visits
 }
 
-// seekQueue positions it (an iterator over the webhook queues) at the
+// queueIterator returns an iterator over one webhook's queue. It is not
+// shared between webhooks: Badger's iterator looks ahead for live keys
+// within its prefix, skipping deleted ones, so an iterator over every
+// queue would walk, after a webhook's last entry, through the next queue's
+// delivered (deleted) entries, as many as were delivered since the last
+// compaction.
+func queueIterator(txn *badger.Txn, webhookID string) *badger.Iterator {
+	return txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: webhookQueuePrefix(webhookID)})
+}
+
+// seekQueue positions it (an iterator over the webhook's queue) at the
 // webhook's first live queue entry, starting from v.from, and records what
 // it found in the bound. v.from and v.gen must have been read before the
 // iterator's transaction opened. It returns whether the queue has an entry.
@@ -183,7 +193,7 @@ func (s *Store) seekQueue(it *badger.Iterator, v visit) (bool, error) {
 	return true, nil
 }
 
-// nextDue returns, through it (an iterator over the webhook queues), when
+// nextDue returns, through it (an iterator over the webhook's queue), when
 // the webhook's queue next has something to claim: the due time of its
 // first delivery not leased, or the earliest expiry of the leases before
 // it (an expired one is in the past, so due at once). It walks the leased deliveries at the head of the
@@ -209,7 +219,7 @@ func (s *Store) nextDue(it *badger.Iterator, v visit) (uint64, bool, error) {
 		var until time.Time
 		var leased bool
 		err = item.Value(func(v []byte) error {
-			until, leased = s.leases.held(string(v), time.Time{})
+			until, leased = s.leases.held(queueEntryID(v), time.Time{})
 			return nil
 		})
 		if err != nil {
@@ -245,43 +255,12 @@ func (s *Store) dueCandidates(now time.Time, limit int, accept func(string) bool
 		if scanHook != nil {
 			scanHook()
 		}
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: []byte(prefixWebhookQueue)})
-		defer it.Close()
 		for _, v := range visits {
-			prefix := webhookQueuePrefix(v.webhookID)
-			ok, err := s.seekQueue(it, v)
+			found, err := s.scanQueue(txn, v, now, limit-len(cands), accept)
 			if err != nil {
 				return err
 			}
-			if !ok {
-				continue
-			}
-			for ; it.ValidForPrefix(prefix); it.Next() {
-				item := it.Item()
-				_, due, err := parseWebhookQueueKey(item.Key())
-				if err != nil {
-					return err
-				}
-				if due > nowNanos {
-					break
-				}
-				val, err := item.ValueCopy(nil)
-				if err != nil {
-					return fmt.Errorf("reading queue entry: %w", err)
-				}
-				if _, leased := s.leases.held(string(val), now); leased {
-					continue // in flight; the ones after it may go
-				}
-				if accept != nil && !accept(v.webhookID) {
-					break
-				}
-				c := candidate{key: item.KeyCopy(nil), deliveryID: string(val), webhookID: v.webhookID, due: due}
-				c.seq = binary.BigEndian.Uint64(c.key[len(c.key)-8:])
-				cands = append(cands, c)
-				if len(cands) == limit {
-					break
-				}
-			}
+			cands = append(cands, found...)
 			if len(cands) == limit {
 				break
 			}
@@ -299,6 +278,45 @@ func (s *Store) dueCandidates(now time.Time, limit int, accept func(string) bool
 		}
 		return cmp.Compare(a.seq, b.seq)
 	})
+	return cands, nil
+}
+
+// scanQueue returns up to limit candidates from the visited webhook's
+// queue, due at or before now, not leased, and approved by accept (nil
+// accepts all), stopping at the first one accept turns down.
+func (s *Store) scanQueue(txn *badger.Txn, v visit, now time.Time, limit int, accept func(string) bool) ([]candidate, error) {
+	nowNanos := unixNanos(now)
+	prefix := webhookQueuePrefix(v.webhookID)
+	it := queueIterator(txn, v.webhookID)
+	defer it.Close()
+	ok, err := s.seekQueue(it, v)
+	if err != nil || !ok {
+		return nil, err
+	}
+	var cands []candidate
+	for ; it.ValidForPrefix(prefix) && len(cands) < limit; it.Next() {
+		item := it.Item()
+		_, due, err := parseWebhookQueueKey(item.Key())
+		if err != nil {
+			return nil, err
+		}
+		if due > nowNanos {
+			break
+		}
+		var id string
+		if err := item.Value(func(val []byte) error { id = queueEntryID(val); return nil }); err != nil {
+			return nil, fmt.Errorf("reading queue entry: %w", err)
+		}
+		if _, leased := s.leases.held(id, now); leased {
+			continue // in flight; the ones after it may go
+		}
+		if accept != nil && !accept(v.webhookID) {
+			break
+		}
+		c := candidate{key: item.KeyCopy(nil), deliveryID: id, webhookID: v.webhookID, due: due}
+		c.seq = binary.BigEndian.Uint64(c.key[len(c.key)-8:])
+		cands = append(cands, c)
+	}
 	return cands, nil
 }
 
@@ -395,7 +413,7 @@ func (s *Store) migrateQueue() error {
 					continue
 				}
 				var d Delivery
-				err := getJSON(txn, deliveryKey(o.delivery), "delivery "+o.delivery, &d)
+				err := getRecord(txn, deliveryKey(o.delivery), "delivery "+o.delivery, &d)
 				if errors.Is(err, ErrNotFound) {
 					continue
 				}
@@ -405,8 +423,8 @@ func (s *Store) migrateQueue() error {
 				if d.State != StatePending {
 					continue
 				}
-				if err := txn.Set(webhookQueueKey(d.WebhookID, d.NextAttemptAt, d.Seq), []byte(d.ID)); err != nil {
-					return fmt.Errorf("writing queue entry: %w", err)
+				if err := setPending(txn, &d); err != nil {
+					return err
 				}
 				if err := txn.Set(oldestKey(d.CreatedAt, d.Seq), []byte(d.ID)); err != nil {
 					return fmt.Errorf("writing age index: %w", err)

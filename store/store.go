@@ -82,6 +82,12 @@ type Store struct {
 	// depth counts the queued deliveries.
 	depth atomic.Int64
 
+	// releaseMu keeps EnqueueDelivery, which can add a delivery to an
+	// event already stored, from interleaving with a completion batch,
+	// which gives an event its TTL once it has no pending delivery: the
+	// batch would not see the new pending marker, nor conflict with it.
+	releaseMu sync.Mutex
+
 	// completeCh hands Complete calls to the completer goroutine, which
 	// commits them in batches until stopCh is closed, then closes
 	// completerDone.
