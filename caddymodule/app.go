@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -114,6 +115,17 @@ type App struct {
 	// breaker probes one attempt at a time and a Retry-After hold stops
 	// the whole webhook.
 	Ordering string `json:"ordering,omitempty"`
+
+	// Versions lists the HTTP versions the delivery client may use with
+	// receivers: "1.1" and/or "2", as in reverse_proxy's http transport;
+	// default ["1.1", "2"]: HTTP/2 with receivers that offer it. "1.1"
+	// must be listed, so that every HTTPS receiver stays reachable. ["1.1"]
+	// drains large backlogs faster (Go's HTTP/2 client carries all
+	// attempts to a receiver over one connection; a 100,000-delivery drain
+	// to a local receiver ran 40-60 % faster over HTTP/1.1) but cost the
+	// proxy more while it delivered (event calls at saturation: 56 % of
+	// plain against 62-65 %).
+	Versions []string `json:"versions,omitempty"`
 
 	// Breaker configures the per-webhook circuit breaker, which pauses a
 	// webhook whose recent attempts mostly failed and probes it instead.
@@ -254,9 +266,15 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if idle <= 0 {
 		idle = sink.DefaultWorkers
 	}
+	client := sink.NewClient(sink.ClientOptions{
+		Policy:              a.policy,
+		RootCAs:             roots,
+		MaxIdleConnsPerHost: idle,
+		HTTP1Only:           len(a.Versions) > 0 && !slices.Contains(a.Versions, "2"),
+	})
 	a.dispatcher = sink.New(sink.Config{
 		Outbox:     lazyOutbox{a.handle},
-		Client:     sink.NewClient(sink.ClientOptions{Policy: a.policy, RootCAs: roots, MaxIdleConnsPerHost: idle}),
+		Client:     client,
 		Schedule:   schedule,
 		Timeout:    time.Duration(a.Timeout),
 		Workers:    a.Workers,
@@ -294,6 +312,9 @@ func (a *App) Validate() error {
 	default:
 		return fmt.Errorf("ordering: must be %q or %q, got %q", sink.OrderingStrict, sink.OrderingConcurrent, a.Ordering)
 	}
+	if err := checkVersions(a.Versions); err != nil {
+		return fmt.Errorf("versions: %w", err)
+	}
 	if a.MaxWebhooksPerCollection < 0 {
 		return fmt.Errorf("max_webhooks_per_collection: must not be negative, got %d", a.MaxWebhooksPerCollection)
 	}
@@ -304,6 +325,21 @@ func (a *App) Validate() error {
 		return err
 	}
 	return a.validateWatches()
+}
+
+// checkVersions returns an error unless vs is an acceptable versions
+// list: empty (the default), or "1.1" optionally with "2". HTTP/2 alone is
+// refused, as receivers that speak only HTTP/1.1 would become unreachable.
+func checkVersions(vs []string) error {
+	for _, v := range vs {
+		if v != "1.1" && v != "2" {
+			return fmt.Errorf(`must be "1.1" or "2", got %q`, v)
+		}
+	}
+	if len(vs) > 0 && !slices.Contains(vs, "1.1") {
+		return fmt.Errorf(`must include "1.1" (HTTP/2 alone is not supported), got %q`, vs)
+	}
+	return nil
 }
 
 // Start opens the store (if no request has opened it already) and starts

@@ -48,6 +48,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		workers <n>
 //		per_webhook <n>
 //		ordering strict | concurrent
+//		versions 1.1 [2]
 //		breaker off | {
 //			failure_ratio <0..1>
 //			min_attempts <n>
@@ -174,6 +175,15 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if d.NextArg() {
 				return d.ArgErr()
 			}
+		case "versions":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			if err := checkVersions(args); err != nil {
+				return d.Errf("versions: %v", err)
+			}
+			a.Versions = args
 		case "processed_poll":
 			if err := a.parseProcessedPoll(d); err != nil {
 				return err

@@ -100,6 +100,15 @@ func TestAppUnmarshalCaddyfile(t *testing.T) {
 		{"ordering strict", `echo3d_webhooks {
 			ordering strict
 		}`, App{Ordering: "strict"}},
+		{"versions 1.1", `echo3d_webhooks {
+			versions 1.1
+		}`, App{Versions: []string{"1.1"}}},
+		{"versions 1.1 2", `echo3d_webhooks {
+			versions 1.1 2
+		}`, App{Versions: []string{"1.1", "2"}}},
+		{"versions 2 1.1", `echo3d_webhooks {
+			versions 2 1.1
+		}`, App{Versions: []string{"2", "1.1"}}},
 		{"memory and env", `echo3d_webhooks {
 			storage memory
 		}`, App{Storage: "memory"}},
@@ -169,6 +178,11 @@ func TestAppUnmarshalCaddyfileErrors(t *testing.T) {
 		"ordering case":           {"echo3d_webhooks {\n\tordering Strict\n}", `ordering: want "strict" or "concurrent", got "Strict"`},
 		"ordering two":            {"echo3d_webhooks {\n\tordering strict concurrent\n}", "wrong argument count"},
 		"ordering twice":          {"echo3d_webhooks {\n\tordering strict\n\tordering concurrent\n}", `duplicate option "ordering"`},
+		"versions empty":          {"echo3d_webhooks {\n\tversions\n}", "wrong argument count"},
+		"versions unknown":        {"echo3d_webhooks {\n\tversions 1.1 3\n}", `versions: must be "1.1" or "2", got "3"`},
+		"versions h2 name":        {"echo3d_webhooks {\n\tversions 1.1 h2\n}", `versions: must be "1.1" or "2", got "h2"`},
+		"versions 2 alone":        {"echo3d_webhooks {\n\tversions 2\n}", `versions: must include "1.1" (HTTP/2 alone is not supported), got ["2"]`},
+		"versions twice":          {"echo3d_webhooks {\n\tversions 1.1\n\tversions 2\n}", `duplicate option "versions"`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			var a App
@@ -195,6 +209,35 @@ func TestValidateOrdering(t *testing.T) {
 	} {
 		t.Run(tc.ordering, func(t *testing.T) {
 			a := App{Ordering: tc.ordering}
+			err := a.Validate()
+			switch {
+			case tc.err == "" && err != nil:
+				t.Errorf("Validate: %v", err)
+			case tc.err != "" && (err == nil || err.Error() != tc.err):
+				t.Errorf("Validate = %v, want %q", err, tc.err)
+			}
+		})
+	}
+}
+
+// TestValidateVersions: the JSON config takes what the Caddyfile takes,
+// and names the field when it refuses a value.
+func TestValidateVersions(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		versions []string
+		err      string
+	}{
+		{"default", nil, ""},
+		{"1.1", []string{"1.1"}, ""},
+		{"1.1 and 2", []string{"1.1", "2"}, ""},
+		{"2 and 1.1", []string{"2", "1.1"}, ""},
+		{"2 alone", []string{"2"}, `versions: must include "1.1" (HTTP/2 alone is not supported), got ["2"]`},
+		{"unknown", []string{"1.1", "3"}, `versions: must be "1.1" or "2", got "3"`},
+		{"h2c", []string{"1.1", "h2c"}, `versions: must be "1.1" or "2", got "h2c"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := App{Versions: tc.versions}
 			err := a.Validate()
 			switch {
 			case tc.err == "" && err != nil:

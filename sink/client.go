@@ -21,6 +21,16 @@ type ClientOptions struct {
 	// delivery (measured: 540 deliveries/s to one receiver with 8, against
 	// thousands with 64).
 	MaxIdleConnsPerHost int
+	// HTTP1Only makes the client offer only http/1.1 in ALPN; by default
+	// it speaks HTTP/2 to receivers that offer it. Go's HTTP/2 client
+	// carries every attempt to a receiver over one connection, serialised
+	// by its write lock, HPACK encoder and flow control, while HTTP/1.1
+	// spreads them over up to MaxIdleConnsPerHost kept-alive connections:
+	// draining a 100,000-delivery backlog to a local Go receiver on 2
+	// cores, HTTP/1.1 was 40-60 % faster. Under mixed proxy and delivery
+	// load in one Caddy, HTTP/2 cost less (event calls at saturation: 62-65
+	// % of plain against 56 %), so it stays the default.
+	HTTP1Only bool
 }
 
 // dialTimeout bounds one TCP connect, so that an unreachable address leaves
@@ -29,10 +39,10 @@ const dialTimeout = 10 * time.Second
 
 // NewClient returns the HTTP client used for deliveries: it connects only
 // through a Dialer enforcing o.Policy, never uses a proxy from the
-// environment, requires TLS 1.2 or later, speaks HTTP/2 when the receiver
-// does, keeps connections alive, and never follows redirects (a 3xx is
-// returned as the response). It has no overall timeout: callers bound each
-// request with its context.
+// environment, requires TLS 1.2 or later, keeps connections alive, and
+// never follows redirects (a 3xx is returned as the response). It speaks
+// HTTP/2 to receivers that offer it, unless o.HTTP1Only is set. It has no
+// overall timeout: callers bound each request with its context.
 func NewClient(o ClientOptions) *http.Client {
 	d := &Dialer{Policy: o.Policy, Resolver: o.Resolver, Timeout: dialTimeout}
 	perHost := o.MaxIdleConnsPerHost
@@ -44,12 +54,19 @@ func NewClient(o ClientOptions) *http.Client {
 		DialContext:            d.DialContext,
 		TLSClientConfig:        &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: o.RootCAs},
 		TLSHandshakeTimeout:    10 * time.Second,
-		ForceAttemptHTTP2:      true,
+		ForceAttemptHTTP2:      !o.HTTP1Only,
 		MaxIdleConns:           max(256, perHost),
 		MaxIdleConnsPerHost:    perHost,
 		IdleConnTimeout:        90 * time.Second,
 		ExpectContinueTimeout:  time.Second,
 		MaxResponseHeaderBytes: 64 << 10,
+	}
+	if o.HTTP1Only {
+		// Offer only http/1.1 in ALPN, and give net/http an empty, non-nil
+		// TLSNextProto, its documented switch that keeps HTTP/2 from being
+		// wired up at all.
+		tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
+		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
 	}
 	return &http.Client{
 		Transport: tr,

@@ -1,10 +1,15 @@
 package sink
 
 import (
+	"crypto/tls"
 	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 )
@@ -66,10 +71,102 @@ func TestClientPolicyAndTLS(t *testing.T) {
 		t.Fatalf("GET: %v", err)
 	}
 	resp.Body.Close()
-	if tr := c.Transport.(*http.Transport); tr.Proxy != nil || tr.TLSClientConfig.MinVersion < 0x0303 || !tr.ForceAttemptHTTP2 {
-		t.Fatalf("transport settings: proxy set=%v min=%x h2=%v", tr.Proxy != nil, tr.TLSClientConfig.MinVersion, tr.ForceAttemptHTTP2)
+	if tr := c.Transport.(*http.Transport); tr.Proxy != nil || tr.TLSClientConfig.MinVersion < 0x0303 {
+		t.Fatalf("transport settings: proxy set=%v min=%x", tr.Proxy != nil, tr.TLSClientConfig.MinVersion)
 	}
 	if c.Timeout != 0 {
 		t.Fatalf("client timeout %v, want none", c.Timeout)
+	}
+}
+
+// h2Receiver starts a TLS receiver that offers HTTP/2 and records the
+// protocol of each request, with the ALPN protocol it negotiated, and
+// counts the connections it accepts.
+func h2Receiver(t *testing.T) (srv *httptest.Server, seen func() []string, conns *atomic.Int32) {
+	t.Helper()
+	var (
+		mu     sync.Mutex
+		protos []string
+	)
+	seen = func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), protos...)
+	}
+	conns = new(atomic.Int32)
+	srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		protos = append(protos, fmt.Sprintf("HTTP/%d %s", r.ProtoMajor, r.TLS.NegotiatedProtocol))
+		mu.Unlock()
+		io.WriteString(w, "ok")
+	}))
+	srv.EnableHTTP2 = true
+	// Offer both, as http.Server.ServeTLS does (httptest alone offers
+	// only h2), so the test sees what the client asked for.
+	srv.TLS = &tls.Config{NextProtos: []string{"h2", "http/1.1"}}
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv, seen, conns
+}
+
+// TestClientHTTPVersions: the client speaks HTTP/2 to a receiver that
+// offers it, and HTTP/1.1 when HTTP1Only is set.
+func TestClientHTTPVersions(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		http1Only bool
+		want      string
+	}{
+		{"default", false, "HTTP/2 h2"},
+		{"http1 only", true, "HTTP/1 http/1.1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, seen, _ := h2Receiver(t)
+			c := NewClient(ClientOptions{Policy: Policy{AllowPrivate: true}, RootCAs: certPool(srv), HTTP1Only: tc.http1Only})
+			defer c.CloseIdleConnections()
+			resp, err := c.Post(srv.URL, "application/json", strings.NewReader("{}"))
+			if err != nil {
+				t.Fatalf("POST: %v", err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if got := strings.Join(seen(), ", "); got != tc.want {
+				t.Errorf("receiver saw %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestClientKeepsHTTP1ConnectionsAlive: sequential deliveries over HTTP/1.1
+// reuse one connection rather than paying a TLS handshake each.
+func TestClientKeepsHTTP1ConnectionsAlive(t *testing.T) {
+	srv, seen, conns := h2Receiver(t)
+	c := NewClient(ClientOptions{Policy: Policy{AllowPrivate: true}, RootCAs: certPool(srv), HTTP1Only: true})
+	defer c.CloseIdleConnections()
+	const n = 20
+	for i := range n {
+		resp, err := c.Post(srv.URL, "application/json", strings.NewReader("{}"))
+		if err != nil {
+			t.Fatalf("POST %d: %v", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	got := seen()
+	if len(got) != n {
+		t.Fatalf("receiver saw %d requests, want %d", len(got), n)
+	}
+	for i, p := range got {
+		if p != "HTTP/1 http/1.1" {
+			t.Fatalf("request %d arrived as %q, want HTTP/1.1", i, p)
+		}
+	}
+	if got := conns.Load(); got != 1 {
+		t.Errorf("%d requests opened %d connections, want 1", n, got)
 	}
 }

@@ -960,7 +960,7 @@ func TestFirstAttemptsStartInClaimOrder(t *testing.T) {
 		t.Run(fmt.Sprintf("http2=%v", h2), func(t *testing.T) {
 			var ot *orderTransport
 			h := newHarness(t, func(h *harness, c *Config) {
-				base := NewClient(ClientOptions{Policy: Policy{AllowPrivate: true}, RootCAs: h.pool})
+				base := NewClient(ClientOptions{Policy: Policy{AllowPrivate: true}, RootCAs: h.pool, HTTP1Only: !h2})
 				ot = &orderTransport{base: base.Transport, rnd: rand.New(rand.NewPCG(1, 2))}
 				c.Client = &http.Client{Transport: ot, CheckRedirect: base.CheckRedirect}
 				c.PerWebhook = 4
