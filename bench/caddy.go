@@ -37,6 +37,17 @@ func freePort() int {
 type deliveryOpts struct {
 	ordering   string // strict or concurrent
 	perWebhook int
+	http1Only  bool // versions 1.1
+}
+
+// versionsLine is the versions line of the Caddyfile: none for the
+// default, so that the bench also runs against builds that predate the
+// option.
+func (o deliveryOpts) versionsLine() string {
+	if o.http1Only {
+		return "versions 1.1"
+	}
+	return ""
 }
 
 func startCaddy(bin, dir, upstreamAddr, caFile string, o deliveryOpts) *caddyProc {
@@ -55,6 +66,7 @@ func startCaddy(bin, dir, upstreamAddr, caFile string, o deliveryOpts) *caddyPro
 		trusted_ca_file %s
 		ordering %s
 		per_webhook %d
+		%s
 	}
 }
 http://:%d {
@@ -64,7 +76,7 @@ http://:%d {
 http://:%d {
 	reverse_proxy %s
 }
-`, admin, filepath.Join(dir, "store"), caFile, o.ordering, o.perWebhook, plugin, upstreamAddr, plain, upstreamAddr)
+`, admin, filepath.Join(dir, "store"), caFile, o.ordering, o.perWebhook, o.versionsLine(), plugin, upstreamAddr, plain, upstreamAddr)
 	path := filepath.Join(dir, "Caddyfile")
 	must(os.WriteFile(path, []byte(cfg), 0o600), "writing Caddyfile")
 	cmd := exec.Command(bin, "run", "--config", path, "--adapter", "caddyfile")

@@ -16,6 +16,7 @@ type drainMode struct {
 	ordering   sink.Ordering
 	perWebhook int
 	workers    int
+	http1Only  bool
 }
 
 func (m drainMode) String() string {
@@ -23,7 +24,11 @@ func (m drainMode) String() string {
 	if o == "" {
 		o = sink.OrderingStrict
 	}
-	return fmt.Sprintf("`ordering %s`, `per_webhook %d`, `workers %d`", o, m.perWebhook, m.workers)
+	s := fmt.Sprintf("`ordering %s`, `per_webhook %d`, `workers %d`", o, m.perWebhook, m.workers)
+	if m.http1Only {
+		s += ", `versions 1.1`"
+	}
+	return s
 }
 
 // drainResult is what one drain measured.
@@ -71,6 +76,7 @@ func drain(dir string, rc *receiver, n int, roots *x509.CertPool, mode drainMode
 		Client: sink.NewClient(sink.ClientOptions{
 			Policy: sink.Policy{AllowPrivate: true}, RootCAs: roots,
 			MaxIdleConnsPerHost: mode.workers, // as the app sets it
+			HTTP1Only:           mode.http1Only,
 		}),
 		Ordering:   mode.ordering,
 		PerWebhook: mode.perWebhook,

@@ -38,9 +38,10 @@ func main() {
 		drainWorkers = flag.Int("drain-workers", 128, "workers and per_webhook of the last drain configuration")
 		ordering     = flag.String("ordering", "concurrent", "the Caddy's ordering option (strict or concurrent)")
 		perWebhook   = flag.Int("per-webhook", 16, "the Caddy's per_webhook option")
+		versions     = flag.String("versions", "1.1 2", "the Caddy's versions option, also used by the drain's dispatcher: \"1.1 2\" or \"1.1\"")
 		only         = flag.String("only", "", "comma list of phases to run: saturation,fixed,memory,drain (default all)")
 		cpuProf      = flag.String("cpuprofile", "", "write a CPU profile of this process (load generator, upstream, receiver and the in-process drain) to this file")
-		caddyPr      = flag.String("caddy-profile", "", "during the first saturation round of each call and site, fetch a CPU profile of Caddy from its admin endpoint into PREFIX.<call>.<site>.pprof")
+		caddyPr      = flag.String("caddy-profile", "", "during the first saturation and fixed-rate round of each call and site, fetch a CPU profile of Caddy from its admin endpoint into PREFIX.<call>.<site>.pprof and PREFIX.fixed-<call>.<site>.pprof")
 	)
 	flag.Parse()
 	if *cpuProf != "" {
@@ -60,7 +61,11 @@ func main() {
 	defer rc.srv.Close()
 	ca, err := rc.writeCA(dir)
 	must(err, "writing CA")
-	opts := deliveryOpts{ordering: *ordering, perWebhook: *perWebhook}
+	if *versions != "1.1 2" && *versions != "1.1" {
+		fmt.Fprintf(os.Stderr, "-versions: want \"1.1 2\" or \"1.1\", got %q\n", *versions)
+		os.Exit(2)
+	}
+	opts := deliveryOpts{ordering: *ordering, perWebhook: *perWebhook, http1Only: *versions == "1.1"}
 	cp := startCaddy(*bin, dir, up.srv.Listener.Addr().String(), ca, opts)
 	defer cp.stop()
 	cp.createWebhook(rc.srv.URL+"/hook", "bench-key", "Upload", "Processed", "CollectionMetadataAdd")
@@ -74,7 +79,7 @@ func main() {
 	r.linef("Machine: %s/%s, %d CPUs, %s. Go %s. Date %s.", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), cpuModel(), runtime.Version(), time.Now().UTC().Format("2006-01-02 15:04 MST"))
 	r.linef("Load generator, fake upstream and HTTPS receiver run on the same machine as Caddy and share its CPUs.")
 	r.linef("Each figure alternates the plugin site and the plain `reverse_proxy` site (%d rounds × %s each).", *rounds, *duration)
-	r.linef("The plugin's Caddy delivers with `ordering %s` and `per_webhook %d` (`-ordering`, `-per-webhook`).\n", opts.ordering, opts.perWebhook)
+	r.linef("The plugin's Caddy delivers with `ordering %s`, `per_webhook %d` and `versions %s` (`-ordering`, `-per-webhook`, `-versions`); the receiver offers HTTP/2 and HTTP/1.1.\n", opts.ordering, opts.perWebhook, *versions)
 
 	c := newClient(*conns)
 	scenarios := []struct {
@@ -122,11 +127,19 @@ func main() {
 			mk   request
 			file string
 		}{scenarios[0], {"`POST /post` (event)", latencyPostRequest, "post"}}
+		var conns0, count0 int64
 		for _, sc := range fixed {
 			if strings.Contains(sc.name, "/post") {
 				rc.reset()
+				conns0, count0 = rc.conns.Load(), rc.count.Load()
 			}
+			profiled := map[string]bool{}
 			plain, plugin := alternate(*rounds, func(base string) runResult {
+				if *caddyPr != "" && !profiled[base] {
+					profiled[base] = true
+					done := cp.profile(fmt.Sprintf("%s.fixed-%s.%s.pprof", *caddyPr, sc.file, cp.site(base)), *duration)
+					defer func() { <-done }()
+				}
 				return openLoop(c, base, sc.mk, *rate, *duration)
 			}, cp)
 			r.linef("| %s | %s / %s | %s / %s | %s / %s |", sc.name,
@@ -136,8 +149,8 @@ func main() {
 		}
 		time.Sleep(2 * time.Second) // let the last deliveries land before reading the latencies
 		lat, _ := rc.snapshot()
-		r.linef("\nEvent latency at %d event calls/s (upstream response → webhook received, %d events): p50 %s, p99 %s.\n",
-			*rate, len(lat), ms(percentile(lat, 50)), ms(percentile(lat, 99)))
+		r.linef("\nEvent latency at %d event calls/s (upstream response → webhook received, %d events): p50 %s, p99 %s. The receiver accepted %d connections for %d deliveries.\n",
+			*rate, len(lat), ms(percentile(lat, 50)), ms(percentile(lat, 99)), rc.conns.Load()-conns0, rc.count.Load()-count0)
 	}
 
 	if phase("saturation") {
@@ -177,14 +190,24 @@ func main() {
 
 	if phase("drain") {
 		r.linef("## Delivery backlog\n")
-		r.linef("%d events for one webhook enqueued straight into a fresh Badger outbox, then drained by a dispatcher to the local HTTPS receiver (HTTP/2), once per configuration:\n", *backlog)
+		r.linef("%d events for one webhook enqueued straight into a fresh Badger outbox, then drained by a dispatcher to the local HTTPS receiver (`versions %s`), once per configuration:\n", *backlog, *versions)
 		r.linef("| Dispatcher | enqueue events/s | drain time | deliveries/s |")
 		r.linef("|---|---|---|---|")
-		for _, m := range []drainMode{
+		modes := []drainMode{
 			{perWebhook: sink.DefaultPerWebhook, workers: sink.DefaultWorkers},
 			{ordering: sink.OrderingConcurrent, perWebhook: sink.DefaultPerWebhook, workers: sink.DefaultWorkers},
 			{ordering: sink.OrderingConcurrent, perWebhook: *drainWorkers, workers: *drainWorkers},
-		} {
+		}
+		for i := range modes {
+			modes[i].http1Only = opts.http1Only
+		}
+		if !opts.http1Only {
+			// The last one over HTTP/1.1 only, for the versions trade-off.
+			m := modes[len(modes)-1]
+			m.http1Only = true
+			modes = append(modes, m)
+		}
+		for _, m := range modes {
 			res := drain(dir, rc, *backlog, x509Pool(rc), m)
 			r.linef("| %s | %.0f | %s | **%.0f** |", m, res.enqueueRate, res.elapsed.Round(time.Millisecond), res.rate())
 		}

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -51,6 +53,7 @@ type receiver struct {
 	srv       *httptest.Server
 	up        *upstream
 	count     atomic.Int64
+	conns     atomic.Int64 // connections accepted (each a TLS handshake)
 	mu        sync.Mutex
 	latencies []time.Duration
 	arrivals  []time.Time
@@ -80,7 +83,15 @@ func newReceiver(up *upstream) *receiver {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	}))
+	// Offer h2 and http/1.1, as http.Server.ServeTLS does (httptest alone
+	// offers only h2): the plugin's client picks (see its versions option).
 	rc.srv.EnableHTTP2 = true
+	rc.srv.TLS = &tls.Config{NextProtos: []string{"h2", "http/1.1"}}
+	rc.srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			rc.conns.Add(1)
+		}
+	}
 	rc.srv.StartTLS()
 	return rc
 }
