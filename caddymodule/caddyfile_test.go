@@ -197,48 +197,29 @@ func TestAppUnmarshalCaddyfileErrors(t *testing.T) {
 	}
 }
 
-// TestValidateOrdering: the JSON config takes what the Caddyfile takes,
-// and names the field when it refuses a value.
-func TestValidateOrdering(t *testing.T) {
-	for _, tc := range []struct{ ordering, err string }{
-		{"", ""},
-		{"strict", ""},
-		{"concurrent", ""},
-		{"fifo", `ordering: must be "strict" or "concurrent", got "fifo"`},
-		{"Concurrent", `ordering: must be "strict" or "concurrent", got "Concurrent"`},
-	} {
-		t.Run(tc.ordering, func(t *testing.T) {
-			a := App{Ordering: tc.ordering}
-			err := a.Validate()
-			switch {
-			case tc.err == "" && err != nil:
-				t.Errorf("Validate: %v", err)
-			case tc.err != "" && (err == nil || err.Error() != tc.err):
-				t.Errorf("Validate = %v, want %q", err, tc.err)
-			}
-		})
-	}
-}
-
-// TestValidateVersions: the JSON config takes what the Caddyfile takes,
-// and names the field when it refuses a value.
-func TestValidateVersions(t *testing.T) {
+// TestValidateDeliveryOptions: the JSON config takes the ordering and
+// versions the Caddyfile takes, and names the field when it refuses a
+// value.
+func TestValidateDeliveryOptions(t *testing.T) {
 	for _, tc := range []struct {
-		name     string
-		versions []string
-		err      string
+		name string
+		app  App
+		err  string
 	}{
-		{"default", nil, ""},
-		{"1.1", []string{"1.1"}, ""},
-		{"1.1 and 2", []string{"1.1", "2"}, ""},
-		{"2 and 1.1", []string{"2", "1.1"}, ""},
-		{"2 alone", []string{"2"}, `versions: must include "1.1" (HTTP/2 alone is not supported), got ["2"]`},
-		{"unknown", []string{"1.1", "3"}, `versions: must be "1.1" or "2", got "3"`},
-		{"h2c", []string{"1.1", "h2c"}, `versions: must be "1.1" or "2", got "h2c"`},
+		{"ordering default", App{}, ""},
+		{"ordering strict", App{Ordering: "strict"}, ""},
+		{"ordering concurrent", App{Ordering: "concurrent"}, ""},
+		{"ordering fifo", App{Ordering: "fifo"}, `ordering: must be "strict" or "concurrent", got "fifo"`},
+		{"ordering Concurrent", App{Ordering: "Concurrent"}, `ordering: must be "strict" or "concurrent", got "Concurrent"`},
+		{"versions 1.1", App{Versions: []string{"1.1"}}, ""},
+		{"versions 1.1 2", App{Versions: []string{"1.1", "2"}}, ""},
+		{"versions 2 1.1", App{Versions: []string{"2", "1.1"}}, ""},
+		{"versions 2 alone", App{Versions: []string{"2"}}, `versions: must include "1.1" (HTTP/2 alone is not supported), got ["2"]`},
+		{"versions unknown", App{Versions: []string{"1.1", "3"}}, `versions: must be "1.1" or "2", got "3"`},
+		{"versions h2c", App{Versions: []string{"1.1", "h2c"}}, `versions: must be "1.1" or "2", got "h2c"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a := App{Versions: tc.versions}
-			err := a.Validate()
+			err := tc.app.Validate()
 			switch {
 			case tc.err == "" && err != nil:
 				t.Errorf("Validate: %v", err)
