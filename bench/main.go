@@ -133,15 +133,9 @@ func main() {
 				rc.reset()
 				conns0, count0 = rc.conns.Load(), rc.count.Load()
 			}
-			profiled := map[string]bool{}
-			plain, plugin := alternate(*rounds, func(base string) runResult {
-				if *caddyPr != "" && !profiled[base] {
-					profiled[base] = true
-					done := cp.profile(fmt.Sprintf("%s.fixed-%s.%s.pprof", *caddyPr, sc.file, cp.site(base)), *duration)
-					defer func() { <-done }()
-				}
+			plain, plugin := profiledRounds(*rounds, cp, *caddyPr, "fixed-"+sc.file, *duration, func(base string) runResult {
 				return openLoop(c, base, sc.mk, *rate, *duration)
-			}, cp)
+			})
 			r.linef("| %s | %s / %s | %s / %s | %s / %s |", sc.name,
 				ms(percentile(plain.lat, 50)), ms(percentile(plain.lat, 99)),
 				ms(percentile(plugin.lat, 50)), ms(percentile(plugin.lat, 99)),
@@ -160,15 +154,9 @@ func main() {
 		var keepPace string
 		for _, sc := range scenarios {
 			before := rc.count.Load()
-			profiled := map[string]bool{}
-			plain, plugin := alternate(*rounds, func(base string) runResult {
-				if *caddyPr != "" && !profiled[base] {
-					profiled[base] = true
-					done := cp.profile(fmt.Sprintf("%s.%s.%s.pprof", *caddyPr, sc.file, cp.site(base)), *duration)
-					defer func() { <-done }()
-				}
+			plain, plugin := profiledRounds(*rounds, cp, *caddyPr, sc.file, *duration, func(base string) runResult {
 				return closedLoop(c, base, sc.mk, *conns, *duration)
-			}, cp)
+			})
 			r.linef("| %s | %.0f | %.0f | **%.1f %%** | %s / %s | %s / %s | %d |", sc.name, plain.rps(), plugin.rps(),
 				100*plugin.rps()/plain.rps(), ms(percentile(plain.lat, 50)), ms(percentile(plain.lat, 99)),
 				ms(percentile(plugin.lat, 50)), ms(percentile(plugin.lat, 99)), plain.errors+plugin.errors)
@@ -214,6 +202,21 @@ func main() {
 		r.linef("")
 	}
 	fmt.Print(r.String())
+}
+
+// profiledRounds is alternate that, when prefix is set, also fetches a CPU
+// profile of Caddy covering the first round of each site into
+// PREFIX.<name>.<site>.pprof.
+func profiledRounds(rounds int, cp *caddyProc, prefix, name string, d time.Duration, fn func(base string) runResult) (plain, plugin runResult) {
+	profiled := map[string]bool{}
+	return alternate(rounds, func(base string) runResult {
+		if prefix != "" && !profiled[base] {
+			profiled[base] = true
+			done := cp.profile(fmt.Sprintf("%s.%s.%s.pprof", prefix, name, cp.site(base)), d)
+			defer func() { <-done }()
+		}
+		return fn(base)
+	}, cp)
 }
 
 // alternate runs fn rounds times per site, alternating which site goes
