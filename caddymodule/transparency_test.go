@@ -132,6 +132,9 @@ func TestTransparency(t *testing.T) {
 		defer resp.Body.Close()
 		body, _ := io.ReadAll(resp.Body)
 		resp.Header.Del("Date")
+		// The framing too: the plugin must not turn a
+		// length-delimited response into a chunked one, nor the reverse.
+		resp.Header["X-Framing"] = []string{fmt.Sprint(resp.ContentLength, resp.TransferEncoding)}
 		return resp.StatusCode, resp.Header, body
 	}
 	for _, path := range []string{
