@@ -89,40 +89,42 @@ func (s *Store) completeBatch(batch []*completion) {
 	s.releaseMu.Lock()
 	err := s.update(func(txn *badger.Txn) error {
 		delta, requeued = 0, requeued[:0]
-		// Read first, write after (see eventMarkers). A delivery whose
-		// lease kept what its claim read is not read again (see leases).
+		// Read first, write after: every event a completion may finish a
+		// delivery of is read once, before anything is written; the batch
+		// lowers its count in memory and writes it once, at the end. A
+		// delivery whose lease kept what its claim read is not read
+		// again, nor its event when the lease's copy is exact and counts
+		// that delivery alone (see leases).
 		deliveries := make(map[string]*known, len(batch))
-		markers := eventMarkers{}
+		events := batchEvents{}
 		for _, c := range batch {
-			if _, ok := deliveries[c.deliveryID]; ok {
-				continue
-			}
-			k := new(known)
-			if d, ev, ok := s.leases.state(c.deliveryID); ok {
-				k.d, k.event, k.queued = &d, ev, true
-			} else {
-				k.d = new(Delivery)
-				err := getRecord(txn, deliveryKey(c.deliveryID), "delivery "+c.deliveryID, k.d)
-				if errors.Is(err, ErrNotFound) {
-					deliveries[c.deliveryID] = nil
-					continue
-				}
-				if err != nil {
+			k, seen := deliveries[c.deliveryID]
+			if !seen {
+				var err error
+				if k, err = s.loadKnown(txn, c.deliveryID); err != nil {
 					return err
 				}
+				deliveries[c.deliveryID] = k
 			}
-			if markers[k.d.EventID] == nil {
-				markers[k.d.EventID] = readMarkers(txn, k.d.EventID)
+			// Only a completion that finishes a pending delivery changes
+			// its event.
+			if k == nil || c.out.State == StatePending || k.d.State != StatePending {
+				continue
 			}
-			deliveries[c.deliveryID] = k
+			if err := events.load(txn, k.d.EventID, k.event); err != nil {
+				return err
+			}
 		}
 		for i, c := range batch {
-			results[i] = s.completeOne(txn, c, deliveries[c.deliveryID], markers, &delta, &requeued)
+			results[i] = s.completeOne(txn, c, deliveries[c.deliveryID], events, &delta, &requeued)
 			// A missing delivery wrote nothing: only its caller hears of
 			// it. Any other error leaves the transaction half written.
 			if results[i] != nil && !errors.Is(results[i], ErrNotFound) {
 				return results[i]
 			}
+		}
+		if err := s.writeEvents(txn, events); err != nil {
+			return err
 		}
 		s.bounds.lower(requeued, nil)
 		return nil
@@ -155,17 +157,119 @@ func (s *Store) completeBatch(batch []*completion) {
 // known is a delivery as completeBatch found it.
 type known struct {
 	d *Delivery
-	// event is the record of d's event as stored, if known.
+	// event is the value of d's event as d's lease kept it; nil if d did
+	// not come from a lease, or the lease's copy may be stale.
 	event []byte
 	// queued tells that d's queue entry is known to exist: d came from its
 	// lease, or an earlier completion in the batch wrote the entry.
 	queued bool
 }
 
+// loadKnown returns the delivery with that ID as its lease kept it or, if
+// it has none, as read in txn; nil if it does not exist.
+func (s *Store) loadKnown(txn *badger.Txn, deliveryID string) (*known, error) {
+	if d, ev, ok := s.leases.state(deliveryID); ok {
+		return &known{d: &d, event: ev, queued: true}, nil
+	}
+	k := &known{d: new(Delivery)}
+	err := getRecord(txn, deliveryKey(deliveryID), "delivery "+deliveryID, k.d)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// batchEvent is an event whose pending count a completion batch lowers.
+type batchEvent struct {
+	// val is the event's value as stored before the batch; nil if the
+	// event is missing, which leaves nothing to release.
+	val []byte
+	// pending is the count after the batch's completions so far.
+	pending uint64
+	// changed tells that the batch lowered the count.
+	changed bool
+}
+
+// batchEvents holds the events of the deliveries a completion batch may
+// finish, by ID. Each is read at most once, before the batch writes
+// anything, its count is lowered in memory by every delivery the batch
+// finishes, and it is written once, by writeEvents.
+type batchEvents map[string]*batchEvent
+
+// load reads, in txn, the event with that ID unless it has it already.
+// kept, if not nil, is the event's value as a lease kept it (see leases):
+// when it counts one pending delivery it is used instead of a read.
+func (be batchEvents) load(txn *badger.Txn, eventID string, kept []byte) error {
+	if be[eventID] != nil {
+		return nil
+	}
+	if kept != nil {
+		if n, err := eventPending(kept); err == nil && n == 1 {
+			be[eventID] = &batchEvent{val: kept, pending: 1}
+			return nil
+		}
+	}
+	val, err := getRaw(txn, eventKey(eventID), "event "+eventID)
+	if errors.Is(err, ErrNotFound) {
+		be[eventID] = &batchEvent{}
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	n, err := eventPending(val)
+	if err != nil {
+		return fmt.Errorf("decoding event %s: %w", eventID, err)
+	}
+	be[eventID] = &batchEvent{val: val, pending: n}
+	return nil
+}
+
+// release takes a finished delivery off its event's count. The count never
+// goes below 0: a delivery finishing when none is counted (an event of an
+// earlier version without markers, say) leaves it at 0.
+func (be batchEvents) release(eventID string) {
+	ev := be[eventID]
+	if ev == nil || ev.val == nil {
+		return
+	}
+	if ev.pending > 0 {
+		ev.pending--
+	}
+	ev.changed = true
+}
+
+// writeEvents writes, in txn, every event whose count the batch lowered:
+// with the record TTL once no delivery of it is pending, without any
+// otherwise.
+func (s *Store) writeEvents(txn *badger.Txn, be batchEvents) error {
+	for id, ev := range be {
+		if !ev.changed {
+			continue
+		}
+		val, err := withPending(ev.val, ev.pending)
+		if err != nil {
+			return fmt.Errorf("decoding event %s: %w", id, err)
+		}
+		var ttl time.Duration
+		if ev.pending == 0 {
+			ttl = s.recordTTL
+		}
+		if err := setEventValue(txn, id, val, ttl); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // completeOne applies one completion to its delivery k (nil: not found) in
-// txn, updating k, adding to *delta the change in the number of queued
-// deliveries and to *requeued the queue key it writes.
-func (s *Store) completeOne(txn *badger.Txn, c *completion, k *known, markers eventMarkers, delta *int64, requeued *[]queuedKey) error {
+// txn, updating k and, if it finishes the delivery, its event's count in
+// events, adding to *delta the change in the number of queued deliveries
+// and to *requeued the queue key it writes.
+func (s *Store) completeOne(txn *badger.Txn, c *completion, k *known, events batchEvents, delta *int64, requeued *[]queuedKey) error {
 	if k == nil {
 		return fmt.Errorf("delivery %s: %w", c.deliveryID, ErrNotFound)
 	}
@@ -205,7 +309,11 @@ func (s *Store) completeOne(txn *badger.Txn, c *completion, k *known, markers ev
 		// Leaving the queue can only make the webhook's bound early,
 		// which ClaimDue corrects when it finds nothing.
 		d.State = c.out.State
-		return s.finish(txn, d, markers, k.event)
+		if err := s.finish(txn, d); err != nil {
+			return err
+		}
+		events.release(d.EventID)
+		return nil
 	}
 	d.NextAttemptAt = c.out.NextAttemptAt
 	if d.NextAttemptAt.IsZero() {

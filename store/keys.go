@@ -13,8 +13,8 @@ import (
 // numbers are 8-byte big-endian so that byte order is numeric order.
 //
 //	wh/<webhookID>                            JSON Webhook
-//	ev/<eventID>                              Event record (record.go; TTL once no delivery is pending)
-//	evp/<eventID>/<deliveryID>                empty; marks a pending delivery of the event
+//	ev/<eventID>                              pending count and Event record (eventvalue.go; TTL once the count is 0)
+//	evp/<eventID>/<deliveryID>                empty; earlier versions' markers of pending deliveries, migrated at open
 //	dl/<deliveryID>                           Delivery record (TTL once finished)
 //	wq/, ws/, wsp/, wn/, hl/, wo/             per-webhook queues, their schedule and health (schedule.go)
 //	q/<due nanos><seq>                        "<deliveryID>/<webhookID>"; earlier versions' single queue, migrated at open
@@ -50,15 +50,6 @@ func eventKey(id string) []byte { return []byte(prefixEvent + id) }
 func deliveryKey(id string) []byte { return []byte(prefixDelivery + id) }
 
 func leaseKey(deliveryID string) []byte { return []byte(prefixLease + deliveryID) }
-
-// eventPendingPrefix is the prefix of the pending markers of one event.
-func eventPendingPrefix(eventID string) []byte {
-	return []byte(prefixEventPending + eventID + "/")
-}
-
-func eventPendingKey(eventID, deliveryID string) []byte {
-	return []byte(prefixEventPending + eventID + "/" + deliveryID)
-}
 
 // queueKey orders deliveries by due time, then by sequence number.
 func queueKey(due time.Time, seq uint64) []byte {

@@ -15,13 +15,24 @@ import (
 // loses leases, not deliveries.
 //
 // A lease also keeps what ClaimDue read, so that Complete need not read it
-// again: the delivery, and its event as stored. This copy is exact for as
-// long as the lease is in the map: only Complete (one batch at a time, see
-// completer) and ClaimDue change a pending delivery once it is queued;
-// Complete drops the delivery's lease after every commit that changed it,
-// and ClaimDue reads in a transaction that starts after it took the lease.
-// So a lease still in the map was taken, and its copy read, after the last
-// change to the delivery.
+// again: the delivery, and its event's value as stored. The delivery's copy
+// is exact for as long as the lease is in the map: only Complete (one batch
+// at a time, see completer) and ClaimDue change a pending delivery once it
+// is queued; Complete drops the delivery's lease after every commit that
+// changed it, and ClaimDue reads in a transaction that starts after it took
+// the lease. So a lease still in the map was taken, and its copy read,
+// after the last change to the delivery.
+//
+// The event's copy is used only when its pending count is 1, and then it
+// is exact unless marked stale: the one pending delivery it counts is the
+// leased one, so no other completion can lower the count (a batch lowers it
+// only for pending deliveries it finishes, and the leased delivery's own
+// finish drops the lease), Enqueue writes only new events, and the only
+// other writer, EnqueueDelivery, calls eventChanged after its commit while
+// it holds Store.releaseMu, which every completion batch holds too. A lease
+// taken after that call is read in a transaction that starts after the
+// commit; one taken before is marked stale, whether or not its claim has
+// read the event yet (attach keeps the mark), before any batch can use it.
 type leases struct {
 	mu sync.Mutex
 	by map[string]*claimLease // by delivery ID
@@ -31,9 +42,12 @@ type leases struct {
 type claimLease struct {
 	until time.Time
 	// d is nil until ClaimDue has read the delivery; event is then the
-	// record of its event as stored.
+	// value of its event as stored (eventvalue.go).
 	d     *Delivery
 	event []byte
+	// stale marks event as possibly out of date: EnqueueDelivery added a
+	// delivery to an event that may be this one since the lease was taken.
+	stale bool
 }
 
 func newLeases() *leases {
@@ -74,9 +88,9 @@ func (l *leases) attach(deliveryID string, ls *claimLease, d Delivery, event []b
 	}
 }
 
-// state returns a copy of the delivery and its event's record as read by the
-// claim that holds the delivery's lease; ok is false if it is not leased or
-// its claim has not read it.
+// state returns a copy of the delivery and its event's value as read by
+// the claim that holds the delivery's lease; ok is false if it is not
+// leased or its claim has not read it. event is nil if it may be stale.
 func (l *leases) state(deliveryID string) (d Delivery, event []byte, ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -84,7 +98,24 @@ func (l *leases) state(deliveryID string) (d Delivery, event []byte, ok bool) {
 	if ls == nil || ls.d == nil {
 		return Delivery{}, nil, false
 	}
+	if ls.stale {
+		return *ls.d, nil, true
+	}
 	return *ls.d, ls.event, true
+}
+
+// eventChanged marks stale the event copy of every lease of a delivery of
+// the event, and of every lease whose claim has not yet recorded what it
+// read (its delivery's event is not known yet). It walks every lease:
+// EnqueueDelivery, its only caller, is rare (redelivery and test events).
+func (l *leases) eventChanged(eventID string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, ls := range l.by {
+		if ls.d == nil || ls.d.EventID == eventID {
+			ls.stale = true
+		}
+	}
 }
 
 // drop ends the leases of the given deliveries.

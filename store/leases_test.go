@@ -1,6 +1,7 @@
 package store
 
 import (
+	"reflect"
 	"testing"
 	"time"
 
@@ -65,16 +66,23 @@ func TestClaimReadsEarlierQueueEntries(t *testing.T) {
 }
 
 // TestCompleteUsesWhatClaimRead checks that Complete takes the delivery and
-// its event from the lease instead of reading them again.
+// its event (which counts it as its only pending delivery) from the lease
+// instead of reading them again.
 func TestCompleteUsesWhatClaimRead(t *testing.T) {
 	s := openStore(t, Options{InMemory: true})
 	mustCreate(t, s, testWebhook("wh1", "k", t0, "create"))
-	d := mustEnqueue(t, s, testEvent("e1", "k", "create"))[0]
+	ev := testEvent("e1", "k", "create")
+	d := mustEnqueue(t, s, ev)[0]
 	if cl := mustClaim(t, s, t0, 10); len(cl) != 1 {
 		t.Fatalf("claimed %d, want 1", len(cl))
 	}
 	corrupt(t, s, deliveryKey(d.ID))
+	corrupt(t, s, eventKey("e1"))
 	mustComplete(t, s, d.ID, &Attempt{Status: 200}, Outcome{State: StateSucceeded})
+	// The event was rewritten from the lease's copy.
+	if got, n, _ := storedEvent(t, s, "e1"); n != 0 || !reflect.DeepEqual(got, ev) {
+		t.Errorf("event after its only delivery = %+v with count %d, want %+v with 0", got, n, ev)
+	}
 	got, err := s.GetDelivery(d.ID)
 	if err != nil {
 		t.Fatalf("GetDelivery: %v", err)

@@ -31,8 +31,15 @@ type write struct {
 // Enqueue records events and creates one pending delivery, due now, for
 // every enabled webhook of the event's API key subscribed to its trigger,
 // in event order and then webhook CreatedAt order. An event is stored only
-// if it got a delivery. When Enqueue returns nil, everything is in Badger's
-// value log. The result is never nil.
+// if it got a delivery, with the number of its deliveries as its pending
+// count (eventvalue.go). When Enqueue returns nil, everything is in
+// Badger's value log. The result is never nil.
+//
+// Event IDs must be new: Enqueue reads nothing, so an event already stored
+// under the same ID is replaced, pending count included. (The caddymodule
+// package gives every event a random ID; EnqueueDelivery adds a delivery to
+// a stored event.) An ID repeated within events is counted once for all
+// its deliveries, the last event's fields winning.
 func (s *Store) Enqueue(events []Event, now time.Time) ([]Delivery, error) {
 	deliveries := []Delivery{}
 	if s.db.IsClosed() {
@@ -40,25 +47,25 @@ func (s *Store) Enqueue(events []Event, now time.Time) ([]Delivery, error) {
 	}
 	idx := s.index.Load()
 	var writes []write
+	// counts has the deliveries created so far per event ID, for IDs that
+	// appear more than once in events.
+	var counts map[string]uint64
 	for i := range events {
 		ev := &events[i]
-		var eventWritten bool
+		first := len(writes)
+		var n uint64
 		for _, w := range idx.byAPIKey[ev.APIKey] {
 			if !w.Enabled || !w.Subscribed(ev.Trigger) {
 				continue
 			}
-			if !eventWritten {
+			if n == 0 {
 				if err := validateEventID(ev.ID); err != nil {
 					return []Delivery{}, fmt.Errorf("enqueuing: %w", err)
 				}
-				val, err := encodeRecord(ev)
-				if err != nil {
-					return []Delivery{}, fmt.Errorf("encoding event %s: %w", ev.ID, err)
-				}
-				// The event goes first, so that it is committed no later
+				// The event's place, filled in below once its count is
+				// known: it goes first, so that it is committed no later
 				// than any queue entry that refers to it.
-				writes = append(writes, write{key: eventKey(ev.ID), val: val})
-				eventWritten = true
+				writes = append(writes, write{})
 			}
 			d, dw, err := s.newDelivery(ev.ID, w.ID, now)
 			if err != nil {
@@ -66,7 +73,19 @@ func (s *Store) Enqueue(events []Event, now time.Time) ([]Delivery, error) {
 			}
 			writes = append(writes, dw...)
 			deliveries = append(deliveries, d)
+			n++
 		}
+		if n == 0 {
+			continue
+		}
+		if len(events) > 1 {
+			if counts == nil {
+				counts = make(map[string]uint64)
+			}
+			counts[ev.ID] += n
+			n = counts[ev.ID]
+		}
+		writes[first] = write{key: eventKey(ev.ID), val: encodeEventValue(ev, n)}
 	}
 	if len(writes) == 0 {
 		return deliveries, nil
@@ -86,9 +105,9 @@ func validateEventID(id string) error {
 }
 
 // newDelivery returns a fresh pending delivery due at now and the writes
-// that store it: the delivery, the event's pending marker, its age index
-// entry and its queue entry. None of them reads anything, so Enqueue never
-// conflicts with the dispatchers.
+// that store it: the delivery, its age index entry and its queue entry.
+// None of them reads anything, so Enqueue never conflicts with the
+// dispatchers. The caller counts the delivery in its event's value.
 func (s *Store) newDelivery(eventID, webhookID string, now time.Time) (Delivery, []write, error) {
 	seq, err := s.deliverySeq.Next()
 	if err != nil {
@@ -110,7 +129,6 @@ func (s *Store) newDelivery(eventID, webhookID string, now time.Time) (Delivery,
 	}
 	return d, []write{
 		{key: deliveryKey(d.ID), val: val},
-		{key: eventPendingKey(eventID, d.ID)},
 		{key: oldestKey(d.CreatedAt, d.Seq), val: []byte(d.ID)},
 		{key: webhookQueueKey(webhookID, d.NextAttemptAt, d.Seq), val: queueEntryValue(d.ID, val), queued: true},
 	}, nil
@@ -187,7 +205,7 @@ func (s *Store) EnqueueDelivery(ev Event, webhookID string, now time.Time) (Deli
 	s.bounds.lower(qk, ak)
 	s.releaseMu.Lock()
 	err = s.update(func(txn *badger.Txn) error {
-		if err := s.keepEvent(txn, &ev); err != nil {
+		if err := addPending(txn, &ev); err != nil {
 			return err
 		}
 		for _, w := range writes {
@@ -197,6 +215,11 @@ func (s *Store) EnqueueDelivery(ev Event, webhookID string, now time.Time) (Deli
 		}
 		return nil
 	})
+	// After the commit, and before a completion batch can run: a lease
+	// taken from now on is read after the commit, and one taken before is
+	// marked here, before any batch uses its copy (see leases). Marking
+	// after a failed commit only costs the batch a read.
+	s.leases.eventChanged(ev.ID)
 	s.releaseMu.Unlock()
 	s.bounds.lower(qk, ak)
 	if err != nil {
@@ -206,27 +229,37 @@ func (s *Store) EnqueueDelivery(ev Event, webhookID string, now time.Time) (Deli
 	return d, nil
 }
 
-// keepEvent makes sure the event is stored without expiry: it writes ev if
-// no event with its ID exists, and rewrites the stored one without its TTL
-// if it has one.
-func (s *Store) keepEvent(txn *badger.Txn, ev *Event) error {
+// addPending counts one more pending delivery in the stored event with ev's
+// ID, and removes its TTL if it has one; if no event with that ID is
+// stored, it stores ev with a count of 1. The caller holds s.releaseMu.
+func addPending(txn *badger.Txn, ev *Event) error {
 	key := eventKey(ev.ID)
-	item, err := txn.Get(key)
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return setRecord(txn, key, "event "+ev.ID, ev, 0)
+	val, err := getRaw(txn, key, "event "+ev.ID)
+	if errors.Is(err, ErrNotFound) {
+		return setEventValue(txn, ev.ID, encodeEventValue(ev, 1), 0)
 	}
 	if err != nil {
-		return fmt.Errorf("reading event %s: %w", ev.ID, err)
+		return err
 	}
-	if item.ExpiresAt() == 0 {
-		return nil
+	n, err := eventPending(val)
+	if err == nil {
+		val, err = withPending(val, n+1)
 	}
-	val, err := item.ValueCopy(nil)
 	if err != nil {
-		return fmt.Errorf("reading event %s: %w", ev.ID, err)
+		return fmt.Errorf("decoding event %s: %w", ev.ID, err)
 	}
-	if err := txn.Set(key, val); err != nil {
-		return fmt.Errorf("writing event %s: %w", ev.ID, err)
+	return setEventValue(txn, ev.ID, val, 0)
+}
+
+// setEventValue writes the value of the event with that ID, expiring after
+// ttl unless ttl is 0.
+func setEventValue(txn *badger.Txn, id string, val []byte, ttl time.Duration) error {
+	e := badger.NewEntry(eventKey(id), val)
+	if ttl > 0 {
+		e = e.WithTTL(ttl)
+	}
+	if err := txn.SetEntry(e); err != nil {
+		return fmt.Errorf("writing event %s: %w", id, err)
 	}
 	return nil
 }
@@ -348,7 +381,8 @@ func (s *Store) ClaimDue(now time.Time, lease time.Duration, limit int, accept f
 }
 
 // claim reads one leased candidate in txn, adding to *delta the change in
-// the number of queued deliveries; it returns the event's record as stored too.
+// the number of queued deliveries; it returns the event's value as stored
+// too (eventvalue.go).
 // ok is false when the candidate is no longer claimable: completed or moved
 // meanwhile (errTaken), inconsistent (its queue entry is dropped) or
 // without event (the delivery is failed).
@@ -392,13 +426,14 @@ func (s *Store) claim(txn *badger.Txn, c candidate, now time.Time, delta *int64)
 		d.LastError = eventMissingError
 		d.UpdatedAt = now
 		*delta--
-		return Claimed{}, nil, false, s.finish(txn, &d, nil, nil)
+		// Without its event, there is no count to release.
+		return Claimed{}, nil, false, s.finish(txn, &d)
 	}
 	if err != nil {
 		return Claimed{}, nil, false, err
 	}
 	cl := Claimed{Delivery: d}
-	if err := decodeRecord(raw, &cl.Event); err != nil {
+	if cl.Event, _, err = decodeEventValue(raw); err != nil {
 		return Claimed{}, nil, false, fmt.Errorf("decoding event %s: %w", d.EventID, err)
 	}
 	if w, ok := s.index.Load().byID[d.WebhookID]; ok {
@@ -408,80 +443,13 @@ func (s *Store) claim(txn *badger.Txn, c candidate, now time.Time, delta *int64)
 }
 
 // finish stores a delivery that has left the queue with the record TTL and
-// releases its hold on its event. markers, when not nil, has the pending
-// markers of d's event as read by txn before it wrote anything; event, when
-// not nil, is the event's record as stored.
-func (s *Store) finish(txn *badger.Txn, d *Delivery, markers eventMarkers, event []byte) error {
+// drops it from the age index. The caller releases the delivery's count in
+// its event (see batchEvents).
+func (s *Store) finish(txn *badger.Txn, d *Delivery) error {
 	if err := setRecord(txn, deliveryKey(d.ID), "delivery "+d.ID, d, s.recordTTL); err != nil {
 		return err
 	}
-	if err := deleteKey(txn, eventPendingKey(d.EventID, d.ID)); err != nil {
-		return err
-	}
-	if err := deleteKey(txn, oldestKey(d.CreatedAt, d.Seq)); err != nil {
-		return err
-	}
-	return s.releaseEvent(txn, d.EventID, d.ID, markers, event)
-}
-
-// eventMarkers holds, for a batch of completions, the IDs of the pending
-// deliveries of each of their events, read before the batch wrote
-// anything: an iterator opened in a transaction with pending writes sorts
-// all of them, so one per completion would cost a batch the square of its
-// size.
-type eventMarkers map[string]map[string]bool
-
-// readMarkers reads, in txn, the IDs of the event's pending deliveries.
-// Reading them makes two concurrent releases of one event conflict, so one
-// of them sees the other's deletion. The iterator is limited to the
-// event's prefix: an iterator over all markers, shared by a batch, looks
-// ahead past the deleted markers of finished events (Badger skips them one
-// by one until it has found live ones), which made each read cost as much
-// as all the deliveries finished since the last compaction.
-func readMarkers(txn *badger.Txn, eventID string) map[string]bool {
-	prefix := eventPendingPrefix(eventID)
-	ids := map[string]bool{}
-	it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: prefix})
-	defer it.Close()
-	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
-		rest := string(it.Item().Key()[len(prefix):])
-		// Skip markers of other events whose ID merely starts with this one.
-		if !strings.Contains(rest, "/") {
-			ids[rest] = true
-		}
-	}
-	return ids
-}
-
-// releaseEvent gives the event the record TTL unless a delivery other than
-// deliveryID still has it pending, according to markers (read in txn when
-// nil or without the event). val, when not nil, is the event's record as
-// stored; otherwise it is read.
-func (s *Store) releaseEvent(txn *badger.Txn, eventID, deliveryID string, markers eventMarkers, val []byte) error {
-	ids := markers[eventID]
-	if ids == nil {
-		ids = readMarkers(txn, eventID)
-	}
-	delete(ids, deliveryID)
-	if len(ids) > 0 {
-		return nil
-	}
-
-	key := eventKey(eventID)
-	if val == nil {
-		var err error
-		val, err = getRaw(txn, key, "event "+eventID)
-		if errors.Is(err, ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-	}
-	if err := txn.SetEntry(badger.NewEntry(key, val).WithTTL(s.recordTTL)); err != nil {
-		return fmt.Errorf("writing event %s: %w", eventID, err)
-	}
-	return nil
+	return deleteKey(txn, oldestKey(d.CreatedAt, d.Seq))
 }
 
 // deleteKey deletes key in txn.
@@ -553,7 +521,9 @@ func (s *Store) GetDelivery(id string) (Delivery, error) {
 func (s *Store) GetEvent(id string) (Event, error) {
 	var ev Event
 	err := s.db.View(func(txn *badger.Txn) error {
-		return getRecord(txn, eventKey(id), "event "+id, &ev)
+		var err error
+		ev, _, err = getEvent(txn, id)
+		return err
 	})
 	if err != nil {
 		return Event{}, err

@@ -17,7 +17,9 @@ import (
 // Every other record (webhooks, health, attempts, watches) stays JSON.
 //
 // Values written by earlier versions are JSON, which starts with '{', so
-// decodeRecord tells the two apart by the first byte and reads both.
+// decodeRecord tells the two apart by the first byte and reads both. An
+// event is stored with its pending count in front of its record, under a
+// version byte of its own (eventvalue.go).
 
 // recordV1 is the first byte of a value in the binary record format.
 const recordV1 = 0x01

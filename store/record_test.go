@@ -89,16 +89,29 @@ func TestRecordRejectsDamage(t *testing.T) {
 	}
 }
 
-// FuzzRecordDecode checks that no input makes decodeRecord panic, and that
-// whatever decodes re-encodes to a value that decodes the same.
+// FuzzRecordDecode checks that no input makes decodeRecord or
+// decodeEventValue panic, that whatever decodes re-encodes to a value that
+// decodes the same, and that withPending changes an event value's count
+// and nothing else.
 func FuzzRecordDecode(f *testing.F) {
 	for _, v := range recordSamples() {
 		enc, _ := encodeRecord(v)
 		f.Add(enc)
+		if ev, ok := v.(*Event); ok {
+			f.Add(encodeEventValue(ev, 0))
+			f.Add(encodeEventValue(ev, 1<<40))
+		}
 	}
 	f.Add([]byte{recordV1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
+	f.Add([]byte{eventRecordV2, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if len(b) == 0 || b[0] != recordV1 {
+		if len(b) == 0 || (b[0] != recordV1 && b[0] != eventRecordV2) {
+			return
+		}
+		if ev, pending, err := decodeEventValue(b); err == nil {
+			checkEventValue(t, b, &ev, pending)
+		}
+		if b[0] != recordV1 {
 			return
 		}
 		for _, v := range []record{new(Event), new(Delivery)} {
@@ -118,4 +131,23 @@ func FuzzRecordDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// checkEventValue checks that the event and count decoded from val come
+// back the same from their encoding, and that withPending changes the
+// count alone.
+func checkEventValue(t *testing.T, val []byte, ev *Event, pending uint64) {
+	t.Helper()
+	again, n, err := decodeEventValue(encodeEventValue(ev, pending))
+	if err != nil || n != pending || !reflect.DeepEqual(&again, ev) {
+		t.Fatalf("event value changed on a second round trip: %+v, %d, %v; want %+v, %d", again, n, err, ev, pending)
+	}
+	re, err := withPending(val, pending+1)
+	if err != nil {
+		t.Fatalf("withPending of a value that decodes: %v", err)
+	}
+	again, n, err = decodeEventValue(re)
+	if err != nil || n != pending+1 || !reflect.DeepEqual(&again, ev) {
+		t.Fatalf("withPending(%d) decoded to %+v, %d, %v; want %+v", pending+1, again, n, err, ev)
+	}
 }

@@ -82,10 +82,13 @@ type Store struct {
 	// depth counts the queued deliveries.
 	depth atomic.Int64
 
-	// releaseMu keeps EnqueueDelivery, which can add a delivery to an
-	// event already stored, from interleaving with a completion batch,
-	// which gives an event its TTL once it has no pending delivery: the
-	// batch would not see the new pending marker, nor conflict with it.
+	// releaseMu serializes the changes of a stored event's pending count
+	// (eventvalue.go): EnqueueDelivery adds one, a completion batch takes
+	// one off per delivery it finishes and gives the event its TTL at 0.
+	// A batch may take the count from a lease's copy instead of reading
+	// it (see leases), so Badger's conflict detection would not catch
+	// the two interleaving: EnqueueDelivery's new delivery would be lost
+	// from the count.
 	releaseMu sync.Mutex
 
 	// completeCh hands Complete calls to the completer goroutine, which
@@ -159,8 +162,9 @@ func Open(opts Options) (*Store, error) {
 }
 
 // init acquires the sequences, loads the webhook index and health, brings
-// the queue up to date (migrating the layout of earlier versions, releasing
-// leases of a dead process, loading the schedule) and counts it.
+// the queue and events up to date (migrating the layouts of earlier
+// versions, releasing leases of a dead process, loading the schedule) and
+// counts the queue.
 func (s *Store) init() error {
 	var err error
 	s.deliverySeq, err = s.db.GetSequence([]byte(keyDeliverySeq), sequenceBandwidth)
@@ -180,6 +184,9 @@ func (s *Store) init() error {
 		return err
 	}
 	if err := s.migrateQueue(); err != nil {
+		return err
+	}
+	if err := s.migrateEventMarkers(); err != nil {
 		return err
 	}
 	if err := s.releaseLeases(time.Now()); err != nil {
