@@ -60,6 +60,15 @@ func NewClient(o ClientOptions) *http.Client {
 		IdleConnTimeout:        90 * time.Second,
 		ExpectContinueTimeout:  time.Second,
 		MaxResponseHeaderBytes: 64 << 10,
+		// Send HTTP/2 header fields without HPACK indexing (a table of
+		// one byte holds no field). Every delivery carries values seen
+		// once (webhook-id, webhook-timestamp, webhook-signature):
+		// indexing them filled and evicted the table on every request,
+		// pushing out the fields that do repeat. In a drain's CPU
+		// profile, encoding request headers fell from 11 % to 5 %; each
+		// request's header block grows by the few repeated fields, some
+		// 90 bytes (162 against 74 in TestClientDoesNotIndexHeaders).
+		HTTP2: &http.HTTP2Config{MaxEncoderHeaderTableSize: 1},
 	}
 	if o.HTTP1Only {
 		// Offer only http/1.1 in ALPN, and give net/http an empty, non-nil
