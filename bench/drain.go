@@ -61,7 +61,7 @@ func drain(dir string, rc *receiver, n int, roots *x509.CertPool, mode drainMode
 		evs := make([]store.Event, 0, batch)
 		for j := i; j < min(i+batch, n); j++ {
 			evs = append(evs, store.Event{
-				ID: fmt.Sprintf("evt_drain_%d", j), Trigger: "Upload", APIKey: "drain-key", CreatedAt: now,
+				ID: store.NewEventID(), Trigger: "Upload", APIKey: "drain-key", CreatedAt: now,
 				Payload: fmt.Appendf(nil, `{"event":"Upload","apiKey":"drain-key","entryIds":["e%d"],"metadataKeys":[],"metadataValues":[]}`, j),
 			})
 		}

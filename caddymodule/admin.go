@@ -397,7 +397,7 @@ func (a *adminAPI) test(w http.ResponseWriter, r *http.Request, app *App, id str
 		return storeUnavailable(err)
 	}
 	now := time.Now()
-	ev := store.Event{ID: newID("evt_"), Trigger: string(p.Event), APIKey: hook.APIKey, Payload: body, CreatedAt: now}
+	ev := store.Event{ID: store.NewEventID(), Trigger: string(p.Event), APIKey: hook.APIKey, Payload: body, CreatedAt: now}
 	d, err := st.EnqueueDelivery(ev, hook.ID, now)
 	if err != nil {
 		return storeFailure("enqueueing test event", err)

@@ -405,7 +405,7 @@ func (a *App) enqueue(payloads []events.Payload) (int, error) {
 			continue
 		}
 		evs = append(evs, store.Event{
-			ID:        newID("evt_"),
+			ID:        store.NewEventID(),
 			Trigger:   string(p.Event),
 			APIKey:    p.APIKey,
 			Payload:   p.AppendJSON(nil),

@@ -2,11 +2,9 @@ package store
 
 import (
 	"bytes"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"math"
-	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -14,12 +12,6 @@ import (
 
 // eventMissingError is the LastError of a delivery whose event vanished.
 const eventMissingError = "event missing from store"
-
-// newDeliveryID returns "msg_" and 26 lowercase base32 characters (128
-// random bits). It never contains '.' or '/'.
-func newDeliveryID() string {
-	return "msg_" + strings.ToLower(rand.Text())
-}
 
 // write is one entry of a multi-transaction write. queued marks the entry
 // that puts a delivery in its webhook's queue, counted by QueueDepth.
