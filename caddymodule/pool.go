@@ -34,6 +34,9 @@ type storeHandle struct {
 	// minFree is the free disk space below which the store is not used
 	// (see usable); set by every config sharing the handle, the last wins.
 	minFree atomic.Int64
+	// roomyUntil (Unix nanoseconds) is when serviceable reads the free
+	// space again, after a reading with room to spare (see roomyFor).
+	roomyUntil atomic.Int64
 
 	mu     sync.Mutex
 	st     *store.Store
