@@ -143,7 +143,7 @@ func main() {
 		}
 		time.Sleep(2 * time.Second) // let the last deliveries land before reading the latencies
 		lat, _ := rc.snapshot()
-		r.linef("\nEvent latency at %d event calls/s (upstream response → webhook received, %d events): p50 %s, p99 %s. The receiver accepted %d connections for %d deliveries.\n",
+		r.linef("\nEvent latency at %d event calls/s (upstream response → webhook received, %d events): p50 %s, p99 %s. The receiver accepted %d new connections for %d deliveries (0: Caddy kept the connections it had).\n",
 			*rate, len(lat), ms(percentile(lat, 50)), ms(percentile(lat, 99)), rc.conns.Load()-conns0, rc.count.Load()-count0)
 	}
 
