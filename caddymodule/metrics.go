@@ -148,7 +148,9 @@ var metricsStore atomic.Pointer[storeHandle]
 // stateCollector computes, at each scrape, the gauges that describe the
 // store: outbox depth, age of the oldest undelivered event, webhooks per
 // breaker state; and the counts of input the handler skipped. Each costs
-// memory reads and at most one seek, whatever the backlog.
+// memory reads and a few seeks, whatever the backlog: the age of the
+// oldest event one seek per webhook with something queued, the others at
+// most one.
 type stateCollector struct {
 	depth, oldest, breakers, skipped *prometheus.Desc
 }

@@ -48,9 +48,13 @@ type bounds struct {
 	mu     sync.Mutex
 	gen    uint64 // store-wide, so a dropped and recreated entry cannot repeat one
 	queues map[string]*queueBound
-	oldest []byte // nil: the start of the age index
+	oldest []byte // nil: the start of the age index; oldestEnd: past its end
 	oldGen uint64
 }
+
+// oldestEnd sorts after every age index key (those have a stamp of
+// stampLen bytes): the age bound of an index known to be empty.
+var oldestEnd = append([]byte(prefixOldest), bytes.Repeat([]byte{0xff}, stampLen+1)...)
 
 func newBounds() *bounds {
 	return &bounds{queues: make(map[string]*queueBound)}
@@ -150,12 +154,27 @@ func (b *bounds) oldestBound() ([]byte, uint64) {
 	return b.oldest, b.oldGen
 }
 
-// raiseOldest records the first live key of the age index found by a scan
-// that read gen.
+// raiseOldest records what a scan that read gen found: the first live key
+// of the age index or, with head nil, that the index is empty from the
+// bound on, which moves the bound past its end (a writer lowers it).
 func (b *bounds) raiseOldest(gen uint64, head []byte) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.oldGen == gen && head != nil {
-		b.oldest = slices.Clone(head)
+	if b.oldGen != gen {
+		return
 	}
+	if head == nil {
+		head = oldestEnd
+	}
+	b.oldest = slices.Clone(head)
+}
+
+// resetOldest sets the age bound to key, the first live key of the age
+// index or oldestEnd, with a new generation. Only Open calls it, when no
+// scan or writer can run (see migrateAgeIndex).
+func (b *bounds) resetOldest(key []byte) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.gen++
+	b.oldest, b.oldGen = slices.Clone(key), b.gen
 }

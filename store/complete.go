@@ -86,9 +86,10 @@ func (s *Store) completeBatch(batch []*completion) {
 	results := make([]error, len(batch))
 	var delta int64
 	var requeued []queuedKey
+	var aged [][]byte
 	s.releaseMu.Lock()
 	err := s.update(func(txn *badger.Txn) error {
-		delta, requeued = 0, requeued[:0]
+		delta, requeued, aged = 0, requeued[:0], aged[:0]
 		// Read first, write after: every event a completion may finish a
 		// delivery of is read once, before anything is written; the batch
 		// lowers its count in memory and writes it once, at the end. A
@@ -116,7 +117,7 @@ func (s *Store) completeBatch(batch []*completion) {
 			}
 		}
 		for i, c := range batch {
-			results[i] = s.completeOne(txn, c, deliveries[c.deliveryID], events, &delta, &requeued)
+			results[i] = s.completeOne(txn, c, deliveries[c.deliveryID], events, &delta, &requeued, &aged)
 			// A missing delivery wrote nothing: only its caller hears of
 			// it. Any other error leaves the transaction half written.
 			if results[i] != nil && !errors.Is(results[i], ErrNotFound) {
@@ -126,7 +127,7 @@ func (s *Store) completeBatch(batch []*completion) {
 		if err := s.writeEvents(txn, events); err != nil {
 			return err
 		}
-		s.bounds.lower(requeued, nil)
+		s.bounds.lower(requeued, aged)
 		return nil
 	})
 	s.releaseMu.Unlock()
@@ -136,7 +137,7 @@ func (s *Store) completeBatch(batch []*completion) {
 		return
 	}
 	if err == nil {
-		s.bounds.lower(requeued, nil)
+		s.bounds.lower(requeued, aged)
 		s.depth.Add(delta)
 	}
 	for i, c := range batch {
@@ -267,9 +268,10 @@ func (s *Store) writeEvents(txn *badger.Txn, be batchEvents) error {
 
 // completeOne applies one completion to its delivery k (nil: not found) in
 // txn, updating k and, if it finishes the delivery, its event's count in
-// events, adding to *delta the change in the number of queued deliveries
-// and to *requeued the queue key it writes.
-func (s *Store) completeOne(txn *badger.Txn, c *completion, k *known, events batchEvents, delta *int64, requeued *[]queuedKey) error {
+// events, adding to *delta the change in the number of queued deliveries,
+// to *requeued the queue key it writes and to *aged the age index key it
+// writes (see OldestPending).
+func (s *Store) completeOne(txn *badger.Txn, c *completion, k *known, events batchEvents, delta *int64, requeued *[]queuedKey, aged *[][]byte) error {
 	if k == nil {
 		return fmt.Errorf("delivery %s: %w", c.deliveryID, ErrNotFound)
 	}
@@ -315,12 +317,19 @@ func (s *Store) completeOne(txn *badger.Txn, c *completion, k *known, events bat
 		events.release(d.EventID)
 		return nil
 	}
+	// d is as it was while pending (or as an earlier completion of the
+	// batch left it): whether it has an age entry follows from it.
+	was := displaced(d)
 	d.NextAttemptAt = c.out.NextAttemptAt
 	if d.NextAttemptAt.IsZero() {
 		d.NextAttemptAt = c.now
 	}
-	if err := setPending(txn, d); err != nil {
+	ak, err := setPending(txn, d, was)
+	if err != nil {
 		return err
+	}
+	if ak != nil {
+		*aged = append(*aged, ak)
 	}
 	qk = webhookQueueKey(d.WebhookID, d.NextAttemptAt, d.Seq)
 	k.queued = true

@@ -16,7 +16,8 @@ import (
 //	ev/<eventID>                              pending count and Event record (eventvalue.go; TTL once the count is 0)
 //	evp/<eventID>/<deliveryID>                empty; earlier versions' markers of pending deliveries, migrated at open
 //	dl/<deliveryID>                           Delivery record (TTL once finished)
-//	wq/, ws/, wsp/, wn/, hl/, wo/             per-webhook queues, their schedule and health (schedule.go)
+//	wq/, ws/, wsp/, wn/, hl/, wo/             per-webhook queues, their schedule and health, the age index
+//	                                          of displaced pending deliveries (schedule.go, ageindex.go)
 //	q/<due nanos><seq>                        "<deliveryID>/<webhookID>"; earlier versions' single queue, migrated at open
 //	at/<webhookID>/<^at nanos><^attempt seq>  JSON Attempt (TTL); newest first
 //	ls/<deliveryID>                           empty; a lease of earlier versions (leases now live in memory), released at open

@@ -97,9 +97,11 @@ func validateEventID(id string) error {
 }
 
 // newDelivery returns a fresh pending delivery due at now and the writes
-// that store it: the delivery, its age index entry and its queue entry.
-// None of them reads anything, so Enqueue never conflicts with the
-// dispatchers. The caller counts the delivery in its event's value.
+// that store it: the delivery and its queue entry. Due when it was
+// created, it is not displaced, so it has no age index entry (see
+// OldestPending). None of the writes reads anything, so Enqueue never
+// conflicts with the dispatchers. The caller counts the delivery in its
+// event's value.
 func (s *Store) newDelivery(eventID, webhookID string, now time.Time) (Delivery, []write, error) {
 	seq, err := s.deliverySeq.Next()
 	if err != nil {
@@ -121,7 +123,6 @@ func (s *Store) newDelivery(eventID, webhookID string, now time.Time) (Delivery,
 	}
 	return d, []write{
 		{key: deliveryKey(d.ID), val: val},
-		{key: oldestKey(d.CreatedAt, d.Seq), val: []byte(d.ID)},
 		{key: webhookQueueKey(webhookID, d.NextAttemptAt, d.Seq), val: queueEntryValue(d.ID, val), queued: true},
 	}, nil
 }
@@ -130,9 +131,9 @@ func (s *Store) newDelivery(eventID, webhookID string, now time.Time) (Delivery,
 // in several consecutive ones, so that a write is never committed before
 // an earlier one.
 func (s *Store) writeInOrder(writes []write) error {
-	qk, ak := queueKeys(writes), ageKeys(writes)
-	s.bounds.lower(qk, ak)
-	defer s.bounds.lower(qk, ak)
+	qk := queueKeys(writes)
+	s.bounds.lower(qk, nil)
+	defer s.bounds.lower(qk, nil)
 	for len(writes) > 0 {
 		var n int
 		var err error
@@ -193,8 +194,8 @@ func (s *Store) EnqueueDelivery(ev Event, webhookID string, now time.Time) (Deli
 	if err != nil {
 		return Delivery{}, fmt.Errorf("enqueuing delivery: %w", err)
 	}
-	qk, ak := queueKeys(writes), ageKeys(writes)
-	s.bounds.lower(qk, ak)
+	qk := queueKeys(writes)
+	s.bounds.lower(qk, nil)
 	s.releaseMu.Lock()
 	err = s.update(func(txn *badger.Txn) error {
 		if err := addPending(txn, &ev); err != nil {
@@ -213,7 +214,7 @@ func (s *Store) EnqueueDelivery(ev Event, webhookID string, now time.Time) (Deli
 	// after a failed commit only costs the batch a read.
 	s.leases.eventChanged(ev.ID)
 	s.releaseMu.Unlock()
-	s.bounds.lower(qk, ak)
+	s.bounds.lower(qk, nil)
 	if err != nil {
 		return Delivery{}, fmt.Errorf("enqueuing delivery: %w", err)
 	}
@@ -434,12 +435,16 @@ func (s *Store) claim(txn *badger.Txn, c candidate, now time.Time, delta *int64)
 	return cl, raw, true, nil
 }
 
-// finish stores a delivery that has left the queue with the record TTL and
-// drops it from the age index. The caller releases the delivery's count in
-// its event (see batchEvents).
+// finish stores a delivery that has left the queue with the record TTL and,
+// if it was displaced, drops it from the age index (see OldestPending):
+// d.NextAttemptAt must still be the due time it had while pending. The
+// caller releases the delivery's count in its event (see batchEvents).
 func (s *Store) finish(txn *badger.Txn, d *Delivery) error {
 	if err := setRecord(txn, deliveryKey(d.ID), "delivery "+d.ID, d, s.recordTTL); err != nil {
 		return err
+	}
+	if !displaced(d) {
+		return nil
 	}
 	return deleteKey(txn, oldestKey(d.CreatedAt, d.Seq))
 }
@@ -534,7 +539,9 @@ func (s *Store) releaseLeases(now time.Time) error {
 		return fmt.Errorf("listing leases: %w", err)
 	}
 	for _, id := range ids {
+		var ak []byte
 		err := s.update(func(txn *badger.Txn) error {
+			ak = nil
 			if err := deleteKey(txn, leaseKey(id)); err != nil {
 				return err
 			}
@@ -552,9 +559,19 @@ func (s *Store) releaseLeases(now time.Time) error {
 			if err := deleteKey(txn, webhookQueueKey(d.WebhookID, d.NextAttemptAt, d.Seq)); err != nil {
 				return err
 			}
+			was := displaced(&d)
 			d.NextAttemptAt = now
-			return setPending(txn, &d)
+			if ak, err = setPending(txn, &d, was); err != nil {
+				return err
+			}
+			if ak != nil {
+				s.bounds.lower(nil, [][]byte{ak})
+			}
+			return nil
 		})
+		if ak != nil {
+			s.bounds.lower(nil, [][]byte{ak})
+		}
 		if err != nil {
 			return fmt.Errorf("releasing lease of delivery %s: %w", id, err)
 		}

@@ -50,17 +50,35 @@ func queueEntryDelivery(v []byte) (d Delivery, ok bool, err error) {
 }
 
 // setPending writes the pending delivery d under dl/ and its queue entry,
-// without expiry. The caller deletes any earlier queue entry of d.
-func setPending(txn *badger.Txn, d *Delivery) error {
+// without expiry, and keeps its age index entry (see OldestPending): it
+// writes the entry if d is displaced, and deletes it if d is not but may
+// have one, that is if indexed is set. Callers set indexed when d was
+// displaced before this write (displaced, with d as it was), or when they
+// cannot tell. It returns the age key it wrote, nil if none, which the
+// caller lowers the age bound to before and after the commit (bounds.go).
+// The caller deletes any earlier queue entry of d.
+func setPending(txn *badger.Txn, d *Delivery, indexed bool) ([]byte, error) {
 	enc, err := encodeRecord(d)
 	if err != nil {
-		return fmt.Errorf("encoding delivery %s: %w", d.ID, err)
+		return nil, fmt.Errorf("encoding delivery %s: %w", d.ID, err)
 	}
 	if err := txn.Set(deliveryKey(d.ID), enc); err != nil {
-		return fmt.Errorf("writing delivery %s: %w", d.ID, err)
+		return nil, fmt.Errorf("writing delivery %s: %w", d.ID, err)
 	}
 	if err := txn.Set(webhookQueueKey(d.WebhookID, d.NextAttemptAt, d.Seq), queueEntryValue(d.ID, enc)); err != nil {
-		return fmt.Errorf("writing queue entry of delivery %s: %w", d.ID, err)
+		return nil, fmt.Errorf("writing queue entry of delivery %s: %w", d.ID, err)
 	}
-	return nil
+	ak := oldestKey(d.CreatedAt, d.Seq)
+	switch {
+	case displaced(d):
+		if err := txn.Set(ak, []byte(d.ID)); err != nil {
+			return nil, fmt.Errorf("writing age index entry of delivery %s: %w", d.ID, err)
+		}
+		return ak, nil
+	case indexed:
+		if err := deleteKey(txn, ak); err != nil {
+			return nil, err
+		}
+	}
+	return nil, nil
 }

@@ -21,7 +21,7 @@ import (
 //
 //	wq/<webhookID>/<due nanos><seq>  deliveryID "\n" Delivery record; one per pending delivery (queuevalue.go)
 //	hl/<webhookID>                   JSON Health
-//	wo/<created nanos><seq>          deliveryID; pending deliveries, oldest first
+//	wo/<created nanos><seq>          deliveryID; displaced pending deliveries only, oldest first (ageindex.go)
 //
 // Earlier versions kept the schedule in Badger under ws/, wsp/ and wn/;
 // Open drops those keys.
@@ -64,7 +64,8 @@ func parseWebhookQueueKey(k []byte) (string, uint64, error) {
 
 func healthKey(webhookID string) []byte { return []byte(prefixHealth + webhookID) }
 
-// oldestKey orders pending deliveries by creation time.
+// oldestKey is the age index key of a displaced pending delivery: it
+// orders them by creation time (ageindex.go).
 func oldestKey(created time.Time, seq uint64) []byte {
 	k := make([]byte, 0, len(prefixOldest)+stampLen)
 	k = append(k, prefixOldest...)
@@ -87,17 +88,6 @@ func queueKeys(writes []write) []queuedKey {
 			continue
 		}
 		keys = append(keys, queuedKey{webhookID: id, key: w.key, due: due})
-	}
-	return keys
-}
-
-// ageKeys returns the age index keys among writes, for bounds.lower.
-func ageKeys(writes []write) [][]byte {
-	var keys [][]byte
-	for _, w := range writes {
-		if bytes.HasPrefix(w.key, []byte(prefixOldest)) {
-			keys = append(keys, w.key)
-		}
 	}
 	return keys
 }
@@ -372,7 +362,7 @@ func (s *Store) countQueue() (int64, error) {
 
 // migrateQueue moves the entries of the single queue used by earlier
 // versions ("q/<due><seq>" holding "<deliveryID>/<webhookID>") into the
-// per-webhook queues, and indexes their deliveries by age.
+// per-webhook queues, and indexes their displaced deliveries by age.
 func (s *Store) migrateQueue() error {
 	for {
 		type old struct {
@@ -404,7 +394,9 @@ func (s *Store) migrateQueue() error {
 		if len(batch) == 0 {
 			return nil
 		}
+		var aged [][]byte
 		err = s.update(func(txn *badger.Txn) error {
+			aged = aged[:0]
 			for _, o := range batch {
 				if err := deleteKey(txn, o.key); err != nil {
 					return err
@@ -423,15 +415,19 @@ func (s *Store) migrateQueue() error {
 				if d.State != StatePending {
 					continue
 				}
-				if err := setPending(txn, &d); err != nil {
+				// Whether an age entry exists is not known: indexed.
+				ak, err := setPending(txn, &d, true)
+				if err != nil {
 					return err
 				}
-				if err := txn.Set(oldestKey(d.CreatedAt, d.Seq), []byte(d.ID)); err != nil {
-					return fmt.Errorf("writing age index: %w", err)
+				if ak != nil {
+					aged = append(aged, ak)
+					s.bounds.lower(nil, [][]byte{ak})
 				}
 			}
 			return nil
 		})
+		s.bounds.lower(nil, aged)
 		if err != nil {
 			return fmt.Errorf("migrating old queue: %w", err)
 		}
@@ -443,36 +439,4 @@ func (s *Store) migrateQueue() error {
 // costs nothing.
 func (s *Store) QueueDepth() (int, error) {
 	return int(s.depth.Load()), nil
-}
-
-// OldestPending returns when the oldest pending delivery was created; ok is
-// false when none is pending. It costs one seek, from where the previous
-// call found the oldest.
-func (s *Store) OldestPending() (time.Time, bool, error) {
-	var at time.Time
-	var ok bool
-	from, gen := s.bounds.oldestBound()
-	err := s.db.View(func(txn *badger.Txn) error {
-		prefix := []byte(prefixOldest)
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: prefix})
-		defer it.Close()
-		if from == nil {
-			from = prefix
-		}
-		it.Seek(from)
-		if !it.ValidForPrefix(prefix) {
-			return nil
-		}
-		k := it.Item().Key()
-		if len(k) != len(prefixOldest)+stampLen {
-			return fmt.Errorf("malformed age index key %q", k)
-		}
-		s.bounds.raiseOldest(gen, k)
-		at, ok = nanosTime(binary.BigEndian.Uint64(k[len(prefixOldest):])), true
-		return nil
-	})
-	if err != nil {
-		return time.Time{}, false, fmt.Errorf("reading oldest pending delivery: %w", err)
-	}
-	return at, ok, nil
 }

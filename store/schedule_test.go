@@ -273,14 +273,18 @@ func TestMigrateOldQueue(t *testing.T) {
 	}
 	mustCreate(t, s, testWebhook("a", "k", t0, "create"))
 	ds := enqueueN(t, s, "k", 3, t0)
-	// Rewrite the queue as earlier versions kept it.
+	// Rewrite the queue as earlier versions kept it, without age index,
+	// the first delivery retried (displaced).
 	err = s.DB().Update(func(txn *badger.Txn) error {
-		for _, d := range ds {
+		for i, d := range ds {
 			if err := txn.Delete(webhookQueueKey(d.WebhookID, d.NextAttemptAt, d.Seq)); err != nil {
 				return err
 			}
-			if err := txn.Delete(oldestKey(d.CreatedAt, d.Seq)); err != nil {
-				return err
+			if i == 0 {
+				d.Attempts, d.NextAttemptAt = 1, t0.Add(time.Hour)
+				if err := setRecord(txn, deliveryKey(d.ID), "delivery", &d, 0); err != nil {
+					return err
+				}
 			}
 			if err := txn.Set(queueKey(d.NextAttemptAt, d.Seq), queueValue(d.ID, d.WebhookID)); err != nil {
 				return err
@@ -300,11 +304,20 @@ func TestMigrateOldQueue(t *testing.T) {
 	if old, _ := s.keysWithPrefix(prefixQueue, 0); len(old) != 0 {
 		t.Errorf("%d old queue entries left", len(old))
 	}
-	if at, ok, _ := s.OldestPending(); !ok || !at.Equal(t0) {
-		t.Errorf("OldestPending after migration = %v, %v", at, ok)
+	// The retried delivery is indexed by age, the others are not.
+	checkOldest(t, s, t0, false)
+	if n := countAgeEntries(t, s); n != 1 {
+		t.Errorf("%d age entries after migration, want the retried delivery's", n)
 	}
-	if cl := mustClaim(t, s, t0, 10); !slices.Equal(claimedIDs(cl), deliveryIDs(ds)) {
-		t.Errorf("ClaimDue after migration = %v, want %v", claimedIDs(cl), deliveryIDs(ds))
+	if cl := mustClaim(t, s, t0, 10); !slices.Equal(claimedIDs(cl), deliveryIDs(ds[1:])) {
+		t.Errorf("ClaimDue after migration = %v, want %v", claimedIDs(cl), deliveryIDs(ds[1:]))
+	}
+	for _, d := range ds[1:] {
+		mustComplete(t, s, d.ID, &Attempt{Status: 200}, Outcome{State: StateSucceeded})
+	}
+	checkOldest(t, s, t0, false)
+	if cl := mustClaim(t, s, t0.Add(time.Hour), 10); !slices.Equal(claimedIDs(cl), deliveryIDs(ds[:1])) {
+		t.Errorf("ClaimDue of the retried delivery = %v, want %v", claimedIDs(cl), ds[0].ID)
 	}
 }
 
@@ -505,7 +518,6 @@ func TestClaimCostIgnoresHeldBacklog(t *testing.T) {
 		val, _ := json.Marshal(&d)
 		for _, w := range []write{
 			{key: deliveryKey(d.ID), val: val},
-			{key: oldestKey(d.CreatedAt, d.Seq), val: []byte(d.ID)},
 			{key: webhookQueueKey("big", d.NextAttemptAt, d.Seq), val: []byte(d.ID)},
 		} {
 			if err := wb.Set(w.key, w.val); err != nil {

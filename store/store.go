@@ -162,9 +162,9 @@ func Open(opts Options) (*Store, error) {
 }
 
 // init acquires the sequences, loads the webhook index and health, brings
-// the queue and events up to date (migrating the layouts of earlier
-// versions, releasing leases of a dead process, loading the schedule) and
-// counts the queue.
+// the queue, events and age index up to date (migrating the layouts of
+// earlier versions, releasing leases of a dead process, loading the
+// schedule) and counts the queue.
 func (s *Store) init() error {
 	var err error
 	s.deliverySeq, err = s.db.GetSequence([]byte(keyDeliverySeq), sequenceBandwidth)
@@ -190,6 +190,9 @@ func (s *Store) init() error {
 		return err
 	}
 	if err := s.releaseLeases(time.Now()); err != nil {
+		return err
+	}
+	if err := s.migrateAgeIndex(); err != nil {
 		return err
 	}
 	if err := s.loadQueues(); err != nil {
