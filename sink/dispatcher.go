@@ -685,9 +685,6 @@ func (d *Dispatcher) deliver(c store.Claimed, probe bool, release, requestDone f
 
 	var out store.Outcome
 	obs := observation{webhookID: dl.WebhookID, eventID: dl.EventID, failed: true, probe: probe, err: att.Error}
-	if obs.err == "" {
-		obs.err = fmt.Sprintf("HTTP %d", status)
-	}
 	level, msg := zapcore.InfoLevel, "webhook delivery failed, will retry"
 	switch {
 	case err == nil && status >= 200 && status < 300:
@@ -725,6 +722,11 @@ func (d *Dispatcher) deliver(c store.Claimed, probe bool, release, requestDone f
 			// ahead of the deliveries that came after it.
 			out.NextAttemptAt = firstInLine(dl, end)
 		}
+	}
+	// Made on failure only: formatting it for every attempt was 0.7 % of
+	// a drain's CPU.
+	if obs.failed && obs.err == "" {
+		obs.err = "HTTP " + strconv.Itoa(status)
 	}
 	// Health first: a hold or an open breaker must be in place before the
 	// delivery is due again.
