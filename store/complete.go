@@ -54,6 +54,10 @@ func (s *Store) Complete(deliveryID string, attempt *Attempt, out Outcome, now t
 	return <-c.done
 }
 
+// completeHook, if set (by tests), runs in completeBatch once its
+// transaction has committed (or failed), before its leases are dropped.
+var completeHook func()
+
 // completer commits the completions sent by Complete, each batch of those
 // waiting in one transaction, until the store closes.
 func (s *Store) completer() {
@@ -87,6 +91,14 @@ func (s *Store) completeBatch(batch []*completion) {
 	var delta int64
 	var requeued []queuedKey
 	var aged [][]byte
+	ids := make([]string, len(batch))
+	for i, c := range batch {
+		ids[i] = c.deliveryID
+	}
+	// Marked from before the commit until the leases are dropped after it,
+	// so that a claim whose transaction sees the commit does not take a
+	// delivery from what its scan read before (see leases).
+	s.leases.writing(ids)
 	s.releaseMu.Lock()
 	err := s.update(func(txn *badger.Txn) error {
 		delta, requeued, aged = 0, requeued[:0], aged[:0]
@@ -132,6 +144,7 @@ func (s *Store) completeBatch(batch []*completion) {
 	})
 	s.releaseMu.Unlock()
 	if errors.Is(err, badger.ErrTxnTooBig) && len(batch) > 1 {
+		s.leases.written(ids, false)
 		s.completeBatch(batch[:len(batch)/2])
 		s.completeBatch(batch[len(batch)/2:])
 		return
@@ -140,10 +153,13 @@ func (s *Store) completeBatch(batch []*completion) {
 		s.bounds.lower(requeued, aged)
 		s.depth.Add(delta)
 	}
+	if completeHook != nil {
+		completeHook()
+	}
+	// The leases end once the batch has committed, before any caller
+	// hears of it; a batch that failed wrote nothing, and they hold.
+	s.leases.written(ids, err == nil)
 	for i, c := range batch {
-		if err == nil {
-			s.leases.drop(c.deliveryID)
-		}
 		e := err
 		if e == nil {
 			e = results[i]

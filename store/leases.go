@@ -1,6 +1,7 @@
 package store
 
 import (
+	"math"
 	"sync"
 	"time"
 )
@@ -18,10 +19,12 @@ import (
 // again: the delivery, and its event's value as stored. The delivery's copy
 // is exact for as long as the lease is in the map: only Complete (one batch
 // at a time, see completer) and ClaimDue change a pending delivery once it
-// is queued; Complete drops the delivery's lease after every commit that
-// changed it, and ClaimDue reads in a transaction that starts after it took
-// the lease. So a lease still in the map was taken, and its copy read,
-// after the last change to the delivery.
+// is queued, and both drop the delivery's lease after every commit that may
+// have changed it; ClaimDue's copy is read in a transaction that starts
+// after it took the lease, or is what its scan read, known not to have
+// changed up to that transaction's snapshot (see below). So a lease still
+// in the map was taken, and its copy read, after the last change to the
+// delivery.
 //
 // The event's copy is used only when its pending count is 1, and then it
 // is exact unless marked stale: the one pending delivery it counts is the
@@ -33,9 +36,68 @@ import (
 // taken after that call is read in a transaction that starts after the
 // commit; one taken before is marked stale, whether or not its claim has
 // read the event yet (attach keeps the mark), before any batch can use it.
+//
+// Leases also record which deliveries changed while a claim was running,
+// so that ClaimDue can take a delivery from the copy of its queue entry
+// that its scan read, instead of reading the entry again once it holds the
+// lease (a point read per delivery, which searches every level of the LSM
+// tree once a backlog has left the memtables). A claim registers
+// (beginClaim) before its scan's transaction opens and reads the current
+// generation then. While any claim is registered, every drop counts as a
+// change: it advances the generation and records it against the delivery.
+// A drop follows every commit that may change a leased delivery's queue
+// entry: each completion batch's, and ClaimDue's for the candidates it did
+// not claim (it may have deleted their entry or failed their delivery). A
+// drop recorded at or before the claim's generation followed a commit that
+// the scan, which opens later, sees; so does a drop made while no claim
+// was registered. A completion batch also marks its deliveries (writing)
+// from before its commit until it drops them (written). So the scanned
+// copy is current unless the delivery is marked, or a drop of it was
+// recorded after the claim's generation.
+//
+// ClaimDue asks when it takes the lease (take), so as not to decode a copy
+// it will not use, and again once its transaction's snapshot is fixed
+// (changedSince), which is what makes the copy safe: a completion that
+// snapshot sees was marked before it committed, so it is still marked or
+// its drop is recorded. ClaimDue's own writes need no mark: it writes for
+// a delivery only when the entry its transaction read is stale, which
+// takes a change that is marked or recorded itself, or when the event is
+// missing, which a claim taking the copy finds too, and then reads the
+// entry before it writes. A change committed after the snapshot is not
+// seen by a claim that reads the entry either. Whoever commits a change
+// while a claim holds the delivery's lease does not hold an unexpired
+// lease of it (the claim's take would have failed): it is a worker whose
+// lease expired, or a Complete without a lease, and its drop ends the
+// claim's lease too, so Complete never uses the claim's out-of-date copy;
+// the delivery may be handed out once more, as when a lease expires (see
+// TestCompleteAfterLeaseTakenOver).
+//
+// A claim unregisters when it returns (endClaim), and the drops no
+// registered claim can ask about (recorded at or before the earliest
+// generation one began at) are forgotten: the record holds only the drops
+// made while the longest running claim ran, and nothing while none runs.
 type leases struct {
 	mu sync.Mutex
 	by map[string]*claimLease // by delivery ID
+
+	// gen is the generation: the number of drops recorded.
+	gen uint64
+	// claims counts the registered claims by the generation each began at.
+	claims map[uint64]int
+	// dropped has, by delivery ID, the generation of the delivery's last
+	// recorded drop; log has the recorded drops in generation order, for
+	// endClaim to forget them.
+	dropped map[string]uint64
+	log     []droppedAt
+	// committing counts, by delivery ID, the completion batches committing a
+	// change to the delivery.
+	committing map[string]int
+}
+
+// droppedAt is a recorded drop.
+type droppedAt struct {
+	gen        uint64
+	deliveryID string
 }
 
 // claimLease is one delivery's lease.
@@ -51,20 +113,105 @@ type claimLease struct {
 }
 
 func newLeases() *leases {
-	return &leases{by: make(map[string]*claimLease)}
+	return &leases{
+		by:         make(map[string]*claimLease),
+		claims:     make(map[uint64]int),
+		dropped:    make(map[string]uint64),
+		committing: make(map[string]int),
+	}
+}
+
+// beginClaim registers a claim and returns the generation it began at,
+// which it passes to take, changedSince and endClaim. ClaimDue calls it
+// before its scan's transaction opens.
+func (l *leases) beginClaim() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.claims[l.gen]++
+	return l.gen
+}
+
+// endClaim unregisters a claim that began at generation since, and forgets
+// the drops no registered claim can ask about: those recorded at or before
+// the generation the earliest one began at, or all of them if none is
+// registered.
+func (l *leases) endClaim(since uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.claims[since]--; l.claims[since] <= 0 {
+		delete(l.claims, since)
+	}
+	oldest := uint64(math.MaxUint64)
+	for g := range l.claims {
+		oldest = min(oldest, g)
+	}
+	n := 0
+	for ; n < len(l.log) && l.log[n].gen <= oldest; n++ {
+		r := l.log[n]
+		if l.dropped[r.deliveryID] == r.gen {
+			delete(l.dropped, r.deliveryID)
+		}
+		l.log[n] = droppedAt{} // let the ID go
+	}
+	if n == len(l.log) {
+		l.log = l.log[:0]
+		return
+	}
+	l.log = l.log[n:]
+}
+
+// changedLocked reports whether the delivery may have changed after
+// generation since: a drop of it was recorded after since, or a completion
+// batch is committing a change to it. The caller holds l.mu.
+func (l *leases) changedLocked(deliveryID string, since uint64) bool {
+	return l.dropped[deliveryID] > since || l.committing[deliveryID] > 0
 }
 
 // take leases the delivery until the given time, unless it is leased past
-// now already. It returns nil if it did not take it.
-func (l *leases) take(deliveryID string, now, until time.Time) *claimLease {
+// now already. It returns nil if it did not take it. changed reports
+// whether the delivery may have changed after generation since, that of
+// the claim taking it (see leases); it is checked again by changedSince,
+// and a claim taking a delivery that changed reads its queue entry.
+func (l *leases) take(deliveryID string, now, until time.Time, since uint64) (ls *claimLease, changed bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if ls, ok := l.by[deliveryID]; ok && ls.until.After(now) {
-		return nil
+		return nil, false
 	}
-	ls := &claimLease{until: until}
+	ls = &claimLease{until: until}
 	l.by[deliveryID] = ls
-	return ls
+	return ls, l.changedLocked(deliveryID, since)
+}
+
+// changedSince returns the deliveries among ids that may have changed after
+// generation since, that of the claim asking (nil if none did). ClaimDue
+// calls it once its transaction's snapshot is fixed: every commit that
+// snapshot sees and its scan did not is then either being marked by
+// writing or recorded by its drop (see leases).
+func (l *leases) changedSince(since uint64, ids []string) map[string]bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var changed map[string]bool
+	for _, id := range ids {
+		if !l.changedLocked(id, since) {
+			continue
+		}
+		if changed == nil {
+			changed = make(map[string]bool)
+		}
+		changed[id] = true
+	}
+	return changed
+}
+
+// writing marks the deliveries as being changed by a completion batch,
+// which calls it before its transaction commits and written after.
+func (l *leases) writing(deliveryIDs []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, id := range deliveryIDs {
+		l.committing[id]++
+	}
 }
 
 // held returns when the delivery's lease expires, if it is leased past now.
@@ -118,11 +265,39 @@ func (l *leases) eventChanged(eventID string) {
 	}
 }
 
-// drop ends the leases of the given deliveries.
-func (l *leases) drop(deliveryIDs ...string) {
+// written ends what writing began for the deliveries; if the batch
+// committed, it drops their leases too (see drop).
+func (l *leases) written(deliveryIDs []string, committed bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, id := range deliveryIDs {
+		if l.committing[id]--; l.committing[id] <= 0 {
+			delete(l.committing, id)
+		}
+	}
+	if committed {
+		l.dropLocked(deliveryIDs)
+	}
+}
+
+// drop ends the leases of the given deliveries. It is called after every
+// commit that may have changed them, so while a claim is registered it
+// records each drop as a change (see leases).
+func (l *leases) drop(deliveryIDs ...string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.dropLocked(deliveryIDs)
+}
+
+// dropLocked is drop for a caller that holds l.mu.
+func (l *leases) dropLocked(deliveryIDs []string) {
+	for _, id := range deliveryIDs {
 		delete(l.by, id)
+		if len(l.claims) == 0 {
+			continue
+		}
+		l.gen++
+		l.dropped[id] = l.gen
+		l.log = append(l.log, droppedAt{gen: l.gen, deliveryID: id})
 	}
 }

@@ -263,7 +263,7 @@ func setEventValue(txn *badger.Txn, id string, val []byte, ttl time.Duration) er
 var errTaken = errors.New("queue entry taken")
 
 // claimHook, if set (by tests), runs in ClaimDue after it has taken its
-// leases and before it reads the deliveries.
+// leases and before its transaction opens.
 var claimHook func()
 
 // candidate is a due queue entry found by ClaimDue's scan.
@@ -272,6 +272,31 @@ type candidate struct {
 	deliveryID string
 	webhookID  string
 	due, seq   uint64
+	// val is a copy of the entry's value as the scan read it.
+	val []byte
+	// scanned is the delivery val carries, once ClaimDue has leased it, if
+	// it is a pending delivery whose entry this is and had not changed
+	// when the lease was taken; nil otherwise. claim takes the delivery
+	// from it instead of reading the entry, unless ClaimDue clears it
+	// because the delivery changed before its transaction's snapshot.
+	scanned *Delivery
+}
+
+// scannedDelivery returns the delivery c.val carries if it is a pending
+// delivery whose queue entry c is; nil if it is not, or c.val is an entry
+// of an earlier version (which carries only the ID) or does not decode.
+func scannedDelivery(c *candidate) *Delivery {
+	d, carried, err := queueEntryDelivery(c.val)
+	if err != nil || !carried || !isEntryOf(&d, c.deliveryID, c.key) {
+		return nil
+	}
+	return &d
+}
+
+// isEntryOf reports whether key, holding the delivery ID id, is the queue
+// entry of d, a pending delivery: if not, the entry is stale.
+func isEntryOf(d *Delivery, id string, key []byte) bool {
+	return d.ID == id && d.State == StatePending && bytes.Equal(webhookQueueKey(d.WebhookID, d.NextAttemptAt, d.Seq), key)
 }
 
 // ClaimDue leases up to limit deliveries due at or before now whose webhook
@@ -286,6 +311,12 @@ type candidate struct {
 // writes nothing, except to fail a delivery whose event is missing (it is
 // skipped) or drop a queue entry that no longer matches its delivery.
 // Webhook is nil for deliveries of deleted webhooks.
+//
+// The delivery is taken from the queue entry as the scan for due entries
+// read it; the entry is read again, once the lease is held, only if the
+// delivery may have changed since the scan (see leases), if the entry does
+// not carry a pending delivery that it is the entry of, or before the
+// claim writes anything for it.
 func (s *Store) ClaimDue(now time.Time, lease time.Duration, limit int, accept func(webhookID string) bool) ([]Claimed, error) {
 	if lease <= 0 {
 		return nil, fmt.Errorf("claiming deliveries: lease %v is not positive", lease)
@@ -293,6 +324,10 @@ func (s *Store) ClaimDue(now time.Time, lease time.Duration, limit int, accept f
 	if limit <= 0 {
 		return []Claimed{}, nil
 	}
+	// Before the scan's transaction opens: a change recorded at or before
+	// since was committed before, and the scan sees it (see leases).
+	since := s.leases.beginClaim()
+	defer s.leases.endClaim(since)
 	cands, err := s.dueCandidates(now, limit, accept)
 	if err != nil {
 		return nil, err
@@ -303,23 +338,32 @@ func (s *Store) ClaimDue(now time.Time, lease time.Duration, limit int, accept f
 
 	// Lease first, read after: a Complete that ended a lease before this
 	// call took it has committed before the transaction below starts, so
-	// its changes are seen. A webhook whose earlier delivery could not be
-	// leased gets none of its later ones in this call, so deliveries never
+	// its changes are seen: the scan saw them, or its drop is recorded as
+	// a change since the scan and the transaction reads the entry again
+	// (see leases). A webhook whose earlier delivery could not be leased
+	// gets none of its later ones in this call, so deliveries never
 	// overtake each other.
 	until := now.Add(lease)
 	leased := cands[:0:0]
 	taken := make(map[string]*claimLease, len(cands))
 	skip := map[string]bool{}
+	var scanned []string // the IDs of the leased candidates with a scanned delivery
 	for _, c := range cands {
 		if skip[c.webhookID] {
 			continue
 		}
-		ls := s.leases.take(c.deliveryID, now, until)
+		ls, changed := s.leases.take(c.deliveryID, now, until, since)
 		if ls == nil {
 			skip[c.webhookID] = true
 			continue
 		}
 		taken[c.deliveryID] = ls
+		if !changed {
+			c.scanned = scannedDelivery(&c)
+		}
+		if c.scanned != nil {
+			scanned = append(scanned, c.deliveryID)
+		}
 		leased = append(leased, c)
 	}
 	if claimHook != nil {
@@ -332,9 +376,19 @@ func (s *Store) ClaimDue(now time.Time, lease time.Duration, limit int, accept f
 	err = s.update(func(txn *badger.Txn) error {
 		claimed, events, delta = claimed[:0], events[:0], 0
 		clear(skip)
+		// txn's snapshot is fixed: every change it sees that the scan
+		// did not is known by now (see leases), and the entries of those
+		// deliveries are read.
+		var changed map[string]bool
+		if len(scanned) > 0 {
+			changed = s.leases.changedSince(since, scanned)
+		}
 		for _, c := range leased {
 			if skip[c.webhookID] {
 				continue
+			}
+			if changed[c.deliveryID] {
+				c.scanned = nil
 			}
 			cl, ev, ok, err := s.claim(txn, c, now, &delta)
 			if errors.Is(err, errTaken) {
@@ -375,43 +429,32 @@ func (s *Store) ClaimDue(now time.Time, lease time.Duration, limit int, accept f
 
 // claim reads one leased candidate in txn, adding to *delta the change in
 // the number of queued deliveries; it returns the event's value as stored
-// too (eventvalue.go).
+// too (eventvalue.go). The delivery is c.scanned if set, and read from its
+// queue entry otherwise.
 // ok is false when the candidate is no longer claimable: completed or moved
 // meanwhile (errTaken), inconsistent (its queue entry is dropped) or
 // without event (the delivery is failed).
 func (s *Store) claim(txn *badger.Txn, c candidate, now time.Time, delta *int64) (Claimed, []byte, bool, error) {
-	item, err := txn.Get(c.key)
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return Claimed{}, nil, false, errTaken
-	}
-	if err != nil {
-		return Claimed{}, nil, false, fmt.Errorf("reading queue entry: %w", err)
-	}
 	var d Delivery
-	var carried bool
-	err = item.Value(func(v []byte) error {
+	if c.scanned != nil {
+		d = *c.scanned
+	} else {
+		var ok bool
 		var err error
-		d, carried, err = queueEntryDelivery(v)
-		return err
-	})
-	if err != nil {
-		return Claimed{}, nil, false, err
-	}
-	if !carried {
-		// An entry of an earlier version: the delivery is under dl/ only.
-		err := getRecord(txn, deliveryKey(c.deliveryID), "delivery "+c.deliveryID, &d)
-		if err != nil && !errors.Is(err, ErrNotFound) {
+		if d, ok, err = readQueueEntry(txn, c, delta); err != nil || !ok {
 			return Claimed{}, nil, false, err
 		}
-	}
-	if d.ID != c.deliveryID || d.State != StatePending || !bytes.Equal(webhookQueueKey(d.WebhookID, d.NextAttemptAt, d.Seq), c.key) {
-		// A queue entry that does not match its delivery is stale.
-		*delta--
-		return Claimed{}, nil, false, deleteKey(txn, c.key)
 	}
 
 	raw, err := getRaw(txn, eventKey(d.EventID), "event "+d.EventID)
 	if errors.Is(err, ErrNotFound) {
+		if c.scanned != nil {
+			// Read the queue entry before writing, as a claim that did
+			// not skip it does: so that a change committed meanwhile is
+			// seen, or makes the commit conflict.
+			c.scanned = nil
+			return s.claim(txn, c, now, delta)
+		}
 		if err := deleteKey(txn, c.key); err != nil {
 			return Claimed{}, nil, false, err
 		}
@@ -433,6 +476,43 @@ func (s *Store) claim(txn *badger.Txn, c candidate, now time.Time, delta *int64)
 		cl.Webhook = w.clone()
 	}
 	return cl, raw, true, nil
+}
+
+// readQueueEntry reads in txn the delivery of a leased candidate from its
+// queue entry (or, for an entry of an earlier version, from dl/). It
+// returns errTaken if the entry is gone; ok is false if the entry does not
+// match its delivery, and it then deletes the stale entry, adding -1 to
+// *delta.
+func readQueueEntry(txn *badger.Txn, c candidate, delta *int64) (d Delivery, ok bool, err error) {
+	item, err := txn.Get(c.key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return Delivery{}, false, errTaken
+	}
+	if err != nil {
+		return Delivery{}, false, fmt.Errorf("reading queue entry: %w", err)
+	}
+	var carried bool
+	err = item.Value(func(v []byte) error {
+		var err error
+		d, carried, err = queueEntryDelivery(v)
+		return err
+	})
+	if err != nil {
+		return Delivery{}, false, err
+	}
+	if !carried {
+		// An entry of an earlier version: the delivery is under dl/ only.
+		err := getRecord(txn, deliveryKey(c.deliveryID), "delivery "+c.deliveryID, &d)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return Delivery{}, false, err
+		}
+	}
+	if !isEntryOf(&d, c.deliveryID, c.key) {
+		// A queue entry that does not match its delivery is stale.
+		*delta--
+		return Delivery{}, false, deleteKey(txn, c.key)
+	}
+	return d, true, nil
 }
 
 // finish stores a delivery that has left the queue with the record TTL and,

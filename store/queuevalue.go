@@ -10,10 +10,12 @@ import (
 // A queue entry's value is the delivery's ID, a newline and the delivery
 // record (record.go), the same as under dl/<deliveryID>. Every writer of a
 // pending delivery writes both in one transaction, so ClaimDue takes the
-// delivery from the queue entry it reads anyway (to see that no Complete
-// moved it) instead of a point read of dl/, which costs a search of every
-// level of the LSM tree once a backlog has left the memtables. The ID comes
-// first so that scans that only need the ID do not decode the record.
+// delivery from the queue entry its scan for due entries reads anyway
+// instead of a point read of dl/, which costs a search of every level of
+// the LSM tree once a backlog has left the memtables; it reads the entry
+// again only if the delivery may have changed since the scan (see leases).
+// The ID comes first so that scans that only need the ID do not decode the
+// record.
 //
 // Earlier versions stored the ID alone; such entries are still read, and
 // ClaimDue then loads the delivery from dl/.

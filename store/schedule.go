@@ -273,7 +273,8 @@ func (s *Store) dueCandidates(now time.Time, limit int, accept func(string) bool
 
 // scanQueue returns up to limit candidates from the visited webhook's
 // queue, due at or before now, not leased, and approved by accept (nil
-// accepts all), stopping at the first one accept turns down.
+// accepts all), stopping at the first one accept turns down, each with a
+// copy of its queue entry's value.
 func (s *Store) scanQueue(txn *badger.Txn, v visit, now time.Time, limit int, accept func(string) bool) ([]candidate, error) {
 	nowNanos := unixNanos(now)
 	prefix := webhookQueuePrefix(v.webhookID)
@@ -305,6 +306,11 @@ func (s *Store) scanQueue(txn *badger.Txn, v visit, now time.Time, limit int, ac
 		}
 		c := candidate{key: item.KeyCopy(nil), deliveryID: id, webhookID: v.webhookID, due: due}
 		c.seq = binary.BigEndian.Uint64(c.key[len(c.key)-8:])
+		// ClaimDue takes the delivery from this copy unless it may have
+		// changed since (see leases).
+		if c.val, err = item.ValueCopy(nil); err != nil {
+			return nil, fmt.Errorf("reading queue entry: %w", err)
+		}
 		cands = append(cands, c)
 	}
 	return cands, nil
