@@ -426,11 +426,7 @@ func TestMigrateEventMarkers(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := s.Close(); err != nil {
-				t.Fatal(err)
-			}
-
-			s = openStore(t, Options{Dir: dir})
+			s = reopen(t, s, dir)
 			if left, err := s.keysWithPrefix(prefixEventPending, 0); err != nil || len(left) != 0 {
 				t.Errorf("markers left after open: %q, %v", left, err)
 			}
@@ -506,11 +502,7 @@ func TestMigrateEventMarkersInBatches(t *testing.T) {
 	if err := wb.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	s = openStore(t, Options{Dir: dir})
+	s = reopen(t, s, dir)
 	if left, err := s.keysWithPrefix(prefixEventPending, 0); err != nil || len(left) != 0 {
 		t.Errorf("%d markers left after open (%v)", len(left), err)
 	}

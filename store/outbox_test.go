@@ -701,11 +701,7 @@ func TestPersistence(t *testing.T) {
 		t.Fatalf("claimed %d, want 1", len(cl))
 	}
 	mustComplete(t, s, ds[2].ID, &Attempt{Status: 200}, Outcome{State: StateSucceeded})
-	if err := s.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
-
-	s = openStore(t, Options{Dir: dir})
+	s = reopen(t, s, dir)
 	if n := queueDepth(t, s); n != 2 {
 		t.Errorf("QueueDepth after reopen = %d, want 2", n)
 	}

@@ -240,11 +240,7 @@ func TestScheduleSurvivesReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	s = openStore(t, Options{Dir: dir})
+	s = reopen(t, s, dir)
 	checkDepth(t, s, 5)
 	if h := s.Health("b"); h.Breaker != BreakerOpen {
 		t.Errorf("health after reopen = %+v", h)
@@ -295,11 +291,7 @@ func TestMigrateOldQueue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	s = openStore(t, Options{Dir: dir})
+	s = reopen(t, s, dir)
 	checkDepth(t, s, 3)
 	if old, _ := s.keysWithPrefix(prefixQueue, 0); len(old) != 0 {
 		t.Errorf("%d old queue entries left", len(old))

@@ -24,6 +24,15 @@ var backends = []struct {
 }
 
 // openStore opens a store and closes it at the end of the test.
+// reopen closes s and opens the store in dir again, as a restart would.
+func reopen(t testing.TB, s *Store, dir string) *Store {
+	t.Helper()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return openStore(t, Options{Dir: dir})
+}
+
 func openStore(t testing.TB, opts Options) *Store {
 	t.Helper()
 	s, err := Open(opts)

@@ -116,10 +116,7 @@ func TestWatchesSurviveReopen(t *testing.T) {
 	if err := s.PutWatch(w); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	s = openStore(t, Options{Dir: dir})
+	s = reopen(t, s, dir)
 	got, err := s.Watches()
 	if err != nil {
 		t.Fatal(err)
