@@ -5,7 +5,6 @@ import (
 	"encoding/base32"
 	"encoding/binary"
 	"encoding/hex"
-	"strings"
 	"time"
 )
 
@@ -27,9 +26,9 @@ func idBytes(now time.Time) [16]byte {
 	return b
 }
 
-// sortableBase32 is base32 with the "extended hex" alphabet (0-9, then
-// a-v once lowercased), whose characters sort in the order of their values.
-var sortableBase32 = base32.HexEncoding.WithPadding(base32.NoPadding)
+// sortableBase32 is base32 with the "extended hex" alphabet in lower case
+// (0-9, then a-v), whose characters sort in the order of their values.
+var sortableBase32 = base32.NewEncoding("0123456789abcdefghijklmnopqrstuv").WithPadding(base32.NoPadding)
 
 // newDeliveryID returns "msg_" and 26 characters of 0-9 and a-v: the
 // creation time then 64 random bits, like the time-sortable message IDs of
@@ -38,7 +37,11 @@ func newDeliveryID() string { return deliveryIDAt(time.Now()) }
 
 func deliveryIDAt(now time.Time) string {
 	b := idBytes(now)
-	return "msg_" + strings.ToLower(sortableBase32.EncodeToString(b[:]))
+	const prefix = "msg_"
+	id := make([]byte, len(prefix)+sortableBase32.EncodedLen(len(b)))
+	copy(id, prefix)
+	sortableBase32.Encode(id[len(prefix):], b[:])
+	return string(id)
 }
 
 // NewEventID returns a new event ID: "evt_" and 32 hexadecimal digits, the
@@ -47,5 +50,9 @@ func NewEventID() string { return eventIDAt(time.Now()) }
 
 func eventIDAt(now time.Time) string {
 	b := idBytes(now)
-	return "evt_" + hex.EncodeToString(b[:])
+	const prefix = "evt_"
+	id := make([]byte, len(prefix)+hex.EncodedLen(len(b)))
+	copy(id, prefix)
+	hex.Encode(id[len(prefix):], b[:])
+	return string(id)
 }
