@@ -161,3 +161,39 @@ func BenchmarkDeliveryCycle(b *testing.B) {
 		got += len(cl)
 	}
 }
+
+// BenchmarkClaimBehindInFlight is a claim in a busy concurrent webhook:
+// 16 deliveries in flight at the head of its queue, and each finished one
+// replaced by the next, claimed alone (the scan walks past the 15 others).
+func BenchmarkClaimBehindInFlight(b *testing.B) {
+	const inFlight = 16
+	s := openStore(b, Options{Dir: b.TempDir()})
+	mustCreate(b, s, testWebhook("a", "k", t0, "create"))
+	total := b.N + inFlight
+	for i := 0; i < total; i += 1000 {
+		evs := make([]Event, min(1000, total-i))
+		for j := range evs {
+			evs[j] = testEvent(fmt.Sprint("e", i+j), "k", "create")
+		}
+		if _, err := s.Enqueue(evs, t0); err != nil {
+			b.Fatal(err)
+		}
+	}
+	window, err := s.ClaimDue(t0, time.Minute, inFlight, nil)
+	if err != nil || len(window) != inFlight {
+		b.Fatalf("ClaimDue = %d, %v", len(window), err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		oldest := window[i%inFlight]
+		if err := s.Complete(oldest.Delivery.ID, &Attempt{Status: 200}, Outcome{State: StateSucceeded}, t0); err != nil {
+			b.Fatal(err)
+		}
+		cl, err := s.ClaimDue(t0, time.Minute, 1, nil)
+		if err != nil || len(cl) != 1 {
+			b.Fatalf("ClaimDue = %d, %v at %d", len(cl), err, i)
+		}
+		window[i%inFlight] = cl[0]
+	}
+}
