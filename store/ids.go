@@ -37,11 +37,7 @@ func newDeliveryID() string { return deliveryIDAt(time.Now()) }
 
 func deliveryIDAt(now time.Time) string {
 	b := idBytes(now)
-	const prefix = "msg_"
-	id := make([]byte, len(prefix)+sortableBase32.EncodedLen(len(b)))
-	copy(id, prefix)
-	sortableBase32.Encode(id[len(prefix):], b[:])
-	return string(id)
+	return "msg_" + sortableBase32.EncodeToString(b[:])
 }
 
 // NewEventID returns a new event ID: "evt_" and 32 hexadecimal digits, the
@@ -50,9 +46,5 @@ func NewEventID() string { return eventIDAt(time.Now()) }
 
 func eventIDAt(now time.Time) string {
 	b := idBytes(now)
-	const prefix = "evt_"
-	id := make([]byte, len(prefix)+hex.EncodedLen(len(b)))
-	copy(id, prefix)
-	hex.Encode(id[len(prefix):], b[:])
-	return string(id)
+	return "evt_" + hex.EncodeToString(b[:])
 }
