@@ -169,8 +169,10 @@ type Dispatcher struct {
 	wakeCh   chan struct{}
 	stopCh   chan struct{}
 	loopDone chan struct{}
-	base     context.Context
-	cancel   context.CancelFunc
+	handoff  chan attempt // to idle runners; unbuffered
+	runnerCounts
+	base   context.Context
+	cancel context.CancelFunc
 
 	startOnce sync.Once
 	stopOnce  sync.Once
@@ -235,6 +237,7 @@ func New(c Config) *Dispatcher {
 		concurrent:    c.Ordering == OrderingConcurrent,
 		wakeCh:        make(chan struct{}, 1),
 		stopCh:        make(chan struct{}),
+		handoff:       make(chan attempt),
 		loopDone:      make(chan struct{}),
 		lanes:         make(map[string]*lane),
 		active:        make(map[string]struct{}),
@@ -487,7 +490,8 @@ func (d *Dispatcher) loopError(msg string, err error) {
 	d.errLogged, d.errSuppressed = now, 0
 }
 
-// launch starts the attempt of one claimed delivery in its own goroutine.
+// launch starts the attempt of one claimed delivery on a goroutine of its
+// own (see start).
 // It is a probe when the webhook's breaker is open.
 func (d *Dispatcher) launch(c store.Claimed) {
 	id, wh := c.Delivery.ID, c.Delivery.WebhookID
@@ -519,7 +523,7 @@ func (d *Dispatcher) launch(c store.Claimed) {
 	d.mu.Unlock()
 
 	d.attempts.Add(1)
-	go d.run(c, probe, prev, gate)
+	d.start(attempt{c: c, probe: probe, prev: prev, gate: gate})
 }
 
 // run waits for the previous attempt to the same webhook to open its gate

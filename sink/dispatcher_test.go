@@ -1294,3 +1294,25 @@ func TestClaimErrorsLoggedSparingly(t *testing.T) {
 		t.Errorf("logged error %v", got)
 	}
 }
+
+func TestRunnersAreReusedAndStop(t *testing.T) {
+	h := newHarness(t, func(_ *harness, c *Config) { c.Workers = 2 })
+	rc := h.newReceiver(nil)
+	w := h.webhook(rc)
+	h.d.Start()
+	const n = 20
+	for range n {
+		d := h.enqueue(w.ID, 1)[0]
+		h.waitState(d.ID, store.StateSucceeded)
+	}
+	// One goroutine per attempt would have started n. A runner that has
+	// not yet gone back to wait when the next attempt starts is why this
+	// allows more than Workers.
+	if started := h.d.runnersStarted.Load(); started < 1 || started > n/2 {
+		t.Fatalf("%d runners started for %d attempts one after another", started, n)
+	}
+	if err := h.d.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "runners to exit after Stop", func() bool { return h.d.runnersLive.Load() == 0 })
+}
