@@ -164,6 +164,7 @@ type Dispatcher struct {
 	breaker       BreakerConfig
 	disableAfter  time.Duration
 	grace         time.Duration // orderGrace when New ran
+	poll          time.Duration // pollInterval, longer in tests
 	concurrent    bool          // OrderingConcurrent: no gates
 
 	wakeCh   chan struct{}
@@ -185,6 +186,16 @@ type Dispatcher struct {
 	// recording counts attempts whose request is over and whose outcome
 	// is being recorded; they no longer count in inflight.
 	recording int
+	// held is set when the loop leaves due deliveries unclaimed for want
+	// of capacity (workers, per_webhook, a probe already out) or because
+	// an attempt still holds the lease of one ahead of them; the next
+	// attempt to free capacity or end clears it and wakes the loop. Other
+	// attempts end without waking it unless they leave their delivery
+	// pending.
+	held bool
+	// freed counts the attempts that freed capacity or ended, so that the
+	// loop can tell whether one did while it claimed.
+	freed uint64
 
 	// hmu serializes the read-modify-write of webhooks' Health.
 	hmu       sync.Mutex
@@ -234,6 +245,7 @@ func New(c Config) *Dispatcher {
 		breaker:       c.Breaker.withDefaults(),
 		disableAfter:  c.DisableAfter,
 		grace:         orderGrace,
+		poll:          pollInterval,
 		concurrent:    c.Ordering == OrderingConcurrent,
 		wakeCh:        make(chan struct{}, 1),
 		stopCh:        make(chan struct{}),
@@ -372,7 +384,7 @@ func (d *Dispatcher) iterate() (wait time.Duration) {
 	defer func() {
 		if r := recover(); r != nil {
 			d.log.Error("panic in webhook dispatcher loop", zap.Any("panic", r), zap.Stack("stack"))
-			wait = pollInterval
+			wait = d.poll
 		}
 	}()
 
@@ -386,9 +398,13 @@ func (d *Dispatcher) iterate() (wait time.Duration) {
 	// connection, but beyond one per worker they stop new claims, so
 	// that a slow store slows the claims down too.
 	free := d.workers - d.inflight - max(0, d.recording-d.workers)
+	if free <= 0 {
+		d.held = true
+	}
+	freed := d.freed
 	d.mu.Unlock()
 	if free <= 0 {
-		return pollInterval // a finishing attempt wakes the loop
+		return d.poll // a finishing attempt wakes the loop
 	}
 	// After a claim, wait as long as it took (at most claimCoalesce)
 	// before the next: what becomes due meanwhile (events enqueued,
@@ -429,6 +445,7 @@ func (d *Dispatcher) iterate() (wait time.Duration) {
 		defer d.mu.Unlock()
 		if d.inflight+reservedTotal >= d.workers {
 			full = true
+			d.held = true
 			return false
 		}
 		n := reserved[webhookID]
@@ -437,6 +454,7 @@ func (d *Dispatcher) iterate() (wait time.Duration) {
 		}
 		if n >= limit {
 			rejected[webhookID] = true
+			d.held = true
 			return false
 		}
 		reserved[webhookID]++
@@ -447,30 +465,51 @@ func (d *Dispatcher) iterate() (wait time.Duration) {
 	claims, err := d.out.ClaimDue(now, d.lease, free, accept)
 	if err != nil {
 		d.loopError("claiming due webhook deliveries", err)
-		return pollInterval
+		return d.poll
 	}
 	for i := range claims {
 		d.launch(claims[i])
 	}
-	if len(claims) > 0 {
-		// A finishing attempt wakes the loop; NextDue, which costs a
+	d.mu.Lock()
+	ended := d.freed != freed
+	d.mu.Unlock()
+	switch {
+	case len(claims) >= free:
+		// More may be due: the next round, after the coalescing wait,
+		// sees whether attempts freed capacity meanwhile, or sets held.
+		return 0
+	case ended:
+		// The claim's scan may have read the delivery of an attempt that
+		// ended meanwhile as still queued, and passed over the webhook's
+		// later ones: look again.
+		return 0
+	case len(claims) > 0:
+		// An attempt that frees capacity the loop waits for, or whose
+		// delivery stays pending, wakes the loop; NextDue, which costs a
 		// look at the queues, is left for when nothing was claimed.
-		return pollInterval
+		return d.poll
 	}
 
 	next, ok, err := d.out.NextDue()
 	switch {
 	case err != nil:
 		d.loopError("reading next webhook delivery due time", err)
-		return pollInterval
+		return d.poll
 	case !ok:
-		return pollInterval
+		return d.poll
 	case !next.After(now):
 		// Due when we claimed but not claimed: its webhook (or every
-		// worker) is busy. A finishing attempt wakes the loop.
-		return pollInterval
+		// worker) is busy. A finishing attempt wakes the loop, or has
+		// ended since the claim began and it looks again.
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.freed != freed {
+			return 0
+		}
+		d.held = true
+		return d.poll
 	}
-	return min(max(next.Sub(d.now()), 0), pollInterval)
+	return min(max(next.Sub(d.now()), 0), d.poll)
 }
 
 // loopErrorEvery is how often loopError writes a line while the loop's
@@ -548,9 +587,13 @@ func (d *Dispatcher) run(c store.Claimed, probe bool, prev <-chan struct{}, gate
 		d.mu.Lock()
 		d.recording++
 		d.mu.Unlock()
-		d.finish(c.Delivery)
-		d.Notify()
+		if d.finish(c.Delivery) {
+			d.Notify()
+		}
 	}
+	// pending is cleared once the attempt has recorded an outcome that
+	// leaves nothing due: only then may it end without waking the loop.
+	pending := true
 	defer func() {
 		if r := recover(); r != nil {
 			d.log.Error("panic in webhook delivery",
@@ -562,15 +605,22 @@ func (d *Dispatcher) run(c store.Claimed, probe bool, prev <-chan struct{}, gate
 		if release != nil {
 			release()
 		}
+		wake := pending
 		if freed {
 			d.mu.Lock()
 			d.recording--
+			d.freed++
+			if d.held {
+				wake, d.held = true, false
+			}
 			d.mu.Unlock()
-		} else {
-			d.finish(c.Delivery)
+		} else if d.finish(c.Delivery) {
+			wake = true
 		}
 		d.attempts.Done()
-		d.Notify()
+		if wake {
+			d.Notify()
+		}
 	}()
 	if prev != nil {
 		select {
@@ -580,7 +630,7 @@ func (d *Dispatcher) run(c store.Claimed, probe bool, prev <-chan struct{}, gate
 			return
 		}
 	}
-	d.deliver(c, probe, release, requestDone)
+	pending = d.deliver(c, probe, release, requestDone)
 }
 
 // putBack returns a claimed delivery to the outbox, due at once and ahead
@@ -609,9 +659,13 @@ func (d *Dispatcher) putBack(dl store.Delivery, why string) {
 	}
 }
 
-func (d *Dispatcher) finish(dl store.Delivery) {
+// finish frees the place of an attempt in flight. It reports whether the
+// loop waits for that capacity (see held) and must be woken.
+func (d *Dispatcher) finish(dl store.Delivery) (wake bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	wake, d.held = d.held, false
+	d.freed++
 	delete(d.active, dl.ID)
 	d.inflight--
 	if l := d.lanes[dl.WebhookID]; l != nil {
@@ -620,6 +674,7 @@ func (d *Dispatcher) finish(dl store.Delivery) {
 			delete(d.lanes, dl.WebhookID)
 		}
 	}
+	return wake
 }
 
 // firstInLine is the due time that puts a delivery back ahead of the ones
@@ -641,8 +696,9 @@ var errStopped = errors.New("dispatcher stopped")
 // whichever comes first. Every failure is retried on the schedule, except
 // a 410 Gone, which disables the webhook. requestDone is called once the
 // request is over and the webhook's health updated, before the outcome is
-// recorded.
-func (d *Dispatcher) deliver(c store.Claimed, probe bool, release, requestDone func()) {
+// recorded. It reports whether the delivery is left pending (to be
+// attempted again, or put back).
+func (d *Dispatcher) deliver(c store.Claimed, probe bool, release, requestDone func()) (pending bool) {
 	dl := c.Delivery
 	res := Result{DeliveryID: dl.ID, EventID: dl.EventID, WebhookID: dl.WebhookID}
 
@@ -654,11 +710,11 @@ func (d *Dispatcher) deliver(c store.Claimed, probe bool, release, requestDone f
 		if d.onResult != nil {
 			d.onResult(res)
 		}
-		return
+		return false
 	case !c.Webhook.Enabled:
 		// Disabled after the claim: kept for when it is enabled again.
 		d.putBack(dl, "webhook disabled")
-		return
+		return true
 	}
 
 	res.Attempt = dl.Attempts + 1
@@ -668,7 +724,7 @@ func (d *Dispatcher) deliver(c store.Claimed, probe bool, release, requestDone f
 	res.Duration = time.Since(started)
 	if errors.Is(err, errStopped) {
 		d.putBack(dl, "dispatcher stopped")
-		return
+		return true
 	}
 	end := d.now()
 	res.Status, res.Err = status, err
@@ -744,6 +800,7 @@ func (d *Dispatcher) deliver(c store.Claimed, probe bool, release, requestDone f
 	if d.onResult != nil {
 		d.onResult(res)
 	}
+	return out.State == store.StatePending
 }
 
 // complete records the outcome and logs it.

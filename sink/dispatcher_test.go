@@ -1316,3 +1316,69 @@ func TestRunnersAreReusedAndStop(t *testing.T) {
 	}
 	waitFor(t, "runners to exit after Stop", func() bool { return h.d.runnersLive.Load() == 0 })
 }
+
+// countingOutbox is a store that counts the dispatcher's claims.
+type countingOutbox struct {
+	*store.Store
+	claims atomic.Int32
+}
+
+func (c *countingOutbox) ClaimDue(now time.Time, lease time.Duration, limit int, accept func(string) bool) ([]store.Claimed, error) {
+	c.claims.Add(1)
+	return c.Store.ClaimDue(now, lease, limit, accept)
+}
+
+// TestLoopWakes: with the loop's poll an hour long, every delivery still
+// goes out, so each was claimed after a wake-up; and an attempt that ends
+// in success, leaving nothing for the loop to do, does not wake it.
+func TestLoopWakes(t *testing.T) {
+	tests := []struct {
+		name    string
+		workers int
+		batch   int // enqueued at once, in rounds until n
+		fail    int // first requests answered 500
+	}{
+		// Each wakes the loop once, by its enqueue: a claim per delivery.
+		{name: "one at a time", workers: 4, batch: 1},
+		// Only the ending attempts, which free the worker the rest wait
+		// for, can wake the loop for the rest.
+		{name: "held for capacity", workers: 1, batch: 10},
+		// Only the failed attempt, whose delivery stays pending, can wake
+		// the loop for its retry (5 ms later).
+		{name: "retry", workers: 4, batch: 1, fail: 1},
+	}
+	const n = 10
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out *countingOutbox
+			h := newHarness(t, func(h *harness, c *Config) {
+				out = &countingOutbox{Store: h.st}
+				c.Outbox = out
+				c.Workers = tt.workers
+				c.Ordering = OrderingConcurrent
+			})
+			h.d.poll = time.Hour
+			rc := h.newReceiver(func(i int, w http.ResponseWriter, r *http.Request) {
+				if i < tt.fail {
+					w.WriteHeader(http.StatusInternalServerError)
+				}
+			})
+			w := h.webhook(rc)
+			h.d.Start()
+			for sent := 0; sent < n; sent += tt.batch {
+				for _, d := range h.enqueue(w.ID, tt.batch) {
+					h.waitState(d.ID, store.StateSucceeded)
+				}
+			}
+			if tt.batch == 1 && tt.fail == 0 {
+				// One more when the loop starts, and a few when an
+				// enqueue's claim meets the previous attempt still ending
+				// (its lease held): that attempt then wakes the loop. An
+				// ending attempt that always woke the loop made over 2n.
+				if got := out.claims.Load(); got > n+n/2 {
+					t.Errorf("%d claims for %d deliveries made one after another, want at most %d", got, n, n+n/2)
+				}
+			}
+		})
+	}
+}
