@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -1378,6 +1379,53 @@ func TestLoopWakes(t *testing.T) {
 				if got := out.claims.Load(); got > n+n/2 {
 					t.Errorf("%d claims for %d deliveries made one after another, want at most %d", got, n, n+n/2)
 				}
+			}
+		})
+	}
+}
+
+// TestLoopKeepsUpWithoutPolling: with the loop's poll an hour long,
+// deliveries enqueued from several goroutines while others finish all go
+// out, whatever the interleaving of enqueues, claims and endings.
+func TestLoopKeepsUpWithoutPolling(t *testing.T) {
+	for _, tt := range []struct {
+		name                string
+		workers, perWebhook int
+		ordering            Ordering
+	}{
+		{"concurrent", 8, 4, OrderingConcurrent},
+		{"strict", 8, 4, OrderingStrict},
+		{"one worker", 1, 4, OrderingConcurrent},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, func(_ *harness, c *Config) {
+				c.Workers, c.PerWebhook, c.Ordering = tt.workers, tt.perWebhook, tt.ordering
+			})
+			h.d.poll = time.Hour
+			rc := h.newReceiver(nil)
+			hooks := []store.Webhook{h.webhook(rc), h.webhook(rc)}
+			h.d.Start()
+			const producers, each = 4, 50
+			var wg sync.WaitGroup
+			ids := make(chan string, producers*each*3)
+			for p := range producers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range each {
+						for _, d := range h.enqueue(hooks[(p+i)%2].ID, 1+i%3) {
+							ids <- d.ID
+						}
+						if i%7 == 0 {
+							runtime.Gosched()
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			close(ids)
+			for id := range ids {
+				h.waitState(id, store.StateSucceeded)
 			}
 		})
 	}
