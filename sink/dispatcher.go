@@ -193,9 +193,9 @@ type Dispatcher struct {
 	// attempts end without waking it unless they leave their delivery
 	// pending.
 	held bool
-	// freed counts the attempts that freed capacity or ended, so that the
-	// loop can tell whether one did while it claimed.
-	freed uint64
+	// endings counts the attempts that freed capacity or ended, so that
+	// the loop can tell whether one did while it claimed.
+	endings uint64
 
 	// hmu serializes the read-modify-write of webhooks' Health.
 	hmu       sync.Mutex
@@ -401,7 +401,7 @@ func (d *Dispatcher) iterate() (wait time.Duration) {
 	if free <= 0 {
 		d.held = true
 	}
-	freed := d.freed
+	endings := d.endings
 	d.mu.Unlock()
 	if free <= 0 {
 		return d.poll // a finishing attempt wakes the loop
@@ -471,7 +471,7 @@ func (d *Dispatcher) iterate() (wait time.Duration) {
 		d.launch(claims[i])
 	}
 	d.mu.Lock()
-	ended := d.freed != freed
+	ended := d.endings != endings
 	d.mu.Unlock()
 	switch {
 	case len(claims) >= free:
@@ -503,7 +503,7 @@ func (d *Dispatcher) iterate() (wait time.Duration) {
 		// ended since the claim began and it looks again.
 		d.mu.Lock()
 		defer d.mu.Unlock()
-		if d.freed != freed {
+		if d.endings != endings {
 			return 0
 		}
 		d.held = true
@@ -609,7 +609,7 @@ func (d *Dispatcher) run(c store.Claimed, probe bool, prev <-chan struct{}, gate
 		if freed {
 			d.mu.Lock()
 			d.recording--
-			d.freed++
+			d.endings++
 			if d.held {
 				wake, d.held = true, false
 			}
@@ -665,7 +665,7 @@ func (d *Dispatcher) finish(dl store.Delivery) (wake bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	wake, d.held = d.held, false
-	d.freed++
+	d.endings++
 	delete(d.active, dl.ID)
 	d.inflight--
 	if l := d.lanes[dl.WebhookID]; l != nil {
