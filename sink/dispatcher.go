@@ -529,9 +529,8 @@ func (d *Dispatcher) loopError(msg string, err error) {
 	d.errLogged, d.errSuppressed = now, 0
 }
 
-// launch starts the attempt of one claimed delivery on a goroutine of its
-// own (see start).
-// It is a probe when the webhook's breaker is open.
+// launch starts the attempt of one claimed delivery on a runner (see
+// start). It is a probe when the webhook's breaker is open.
 func (d *Dispatcher) launch(c store.Claimed) {
 	id, wh := c.Delivery.ID, c.Delivery.WebhookID
 	probe := d.out.Health(wh).Breaker == store.BreakerOpen
@@ -609,9 +608,8 @@ func (d *Dispatcher) run(c store.Claimed, probe bool, prev <-chan struct{}, gate
 		if freed {
 			d.mu.Lock()
 			d.recording--
-			d.endings++
-			if d.held {
-				wake, d.held = true, false
+			if d.ended() {
+				wake = true
 			}
 			d.mu.Unlock()
 		} else if d.finish(c.Delivery) {
@@ -664,8 +662,7 @@ func (d *Dispatcher) putBack(dl store.Delivery, why string) {
 func (d *Dispatcher) finish(dl store.Delivery) (wake bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	wake, d.held = d.held, false
-	d.endings++
+	wake = d.ended()
 	delete(d.active, dl.ID)
 	d.inflight--
 	if l := d.lanes[dl.WebhookID]; l != nil {
@@ -674,6 +671,15 @@ func (d *Dispatcher) finish(dl store.Delivery) (wake bool) {
 			delete(d.lanes, dl.WebhookID)
 		}
 	}
+	return wake
+}
+
+// ended counts an attempt that frees capacity or ends, and reports
+// whether the loop waits for it (see held), clearing held. The caller
+// holds d.mu.
+func (d *Dispatcher) ended() (wake bool) {
+	d.endings++
+	wake, d.held = d.held, false
 	return wake
 }
 
