@@ -197,9 +197,26 @@ func main() {
 			m.http1Only = true
 			modes = append(modes, m)
 		}
+		rates := map[drainMode]float64{}
 		for _, m := range modes {
 			res := drain(dir, rc, *backlog, x509Pool(rc), m)
+			rates[m] = res.rate()
 			r.linef("| %s | %.0f | %s | **%.0f** | %s |", m, res.enqueueRate, res.elapsed.Round(time.Millisecond), res.rate(), res.cpuPerDelivery())
+		}
+		// The ceiling: the same receiver and concurrency, without the
+		// plugin, over each version the drains used.
+		ceilings := map[bool]float64{}
+		for _, m := range modes[2:] {
+			cm := ceilingMode{conns: m.workers, http1Only: m.http1Only}
+			res := ceiling(rc, *backlog, x509Pool(rc), cm)
+			ceilings[m.http1Only] = res.rate()
+			r.linef("| %s | — | %s | **%.0f** | %s |", cm, res.elapsed.Round(time.Millisecond), res.rate(), res.cpuPerDelivery())
+		}
+		r.linef("")
+		for _, m := range modes[2:] {
+			if c := ceilings[m.http1Only]; c > 0 {
+				r.linef("- %s: %.0f %% of the bare client's rate over the same version.", m, 100*rates[m]/c)
+			}
 		}
 		r.linef("")
 	}

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ceilingMode is one configuration of the bare HTTPS ceiling.
+type ceilingMode struct {
+	conns     int
+	http1Only bool
+}
+
+func (m ceilingMode) String() string {
+	v := "HTTP/2"
+	if m.http1Only {
+		v = "HTTP/1.1"
+	}
+	return fmt.Sprintf("no store, no dispatcher: a bare Go `http.Client`, %d goroutines, %s", m.conns, v)
+}
+
+// ceiling measures what the machine can do without the plugin: m.conns
+// goroutines POST n small JSON bodies, with a delivery's headers, to the
+// same receiver with a plain net/http client, as fast as it answers. It is
+// the ceiling a drain is compared with: the same client and server stacks,
+// with no outbox, claims, signing or completions.
+func ceiling(rc *receiver, n int, roots *x509.CertPool, m ceilingMode) drainResult {
+	tr := &http.Transport{
+		TLSClientConfig:     &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+		ForceAttemptHTTP2:   !m.http1Only,
+		MaxIdleConnsPerHost: m.conns,
+	}
+	if m.http1Only {
+		tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
+		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+	url := rc.srv.URL + "/ceiling"
+	// A delivery's body and header fields, in size and shape.
+	body := []byte(`{"event":"Upload","apiKey":"drain-key","entryIds":["e12345"],"metadataKeys":[],"metadataValues":[]}`)
+	sig := "v1," + string(bytes.Repeat([]byte("s"), 44))
+
+	var left atomic.Int64
+	left.Store(int64(n))
+	var sent atomic.Int64
+	var wg sync.WaitGroup
+	cpu0, cpuOK := cpuTime()
+	start := time.Now()
+	for range m.conns {
+		wg.Go(func() {
+			for i := left.Add(-1); i >= 0; i = left.Add(-1) {
+				req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+				must(err, "ceiling request")
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("User-Agent", "bench-ceiling")
+				req.Header["webhook-id"] = []string{"msg_" + strconv.FormatInt(time.Now().UnixNano(), 36)}
+				req.Header["webhook-timestamp"] = []string{strconv.FormatInt(time.Now().Unix(), 10)}
+				req.Header["webhook-signature"] = []string{sig}
+				resp, err := client.Do(req)
+				if err != nil {
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				_ = resp.Body.Close()
+				if resp.StatusCode < 300 {
+					sent.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	res := drainResult{elapsed: time.Since(start), delivered: int(sent.Load())}
+	if cpu1, ok := cpuTime(); ok && cpuOK {
+		res.cpu = cpu1 - cpu0
+	}
+	return res
+}
