@@ -848,11 +848,14 @@ func (d *Dispatcher) send(c store.Claimed, release func()) (int, string, http.He
 		defer release()
 	}
 	wh := c.Webhook
-	u, err := url.Parse(wh.URL)
+	ctx, cancel := context.WithTimeout(d.base, d.timeout)
+	defer cancel()
+	// The request parses the URL, once per attempt.
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, wh.URL, bytes.NewReader(c.Event.Payload))
 	if err != nil {
 		return 0, "", nil, errors.New("webhook url is not a valid URL")
 	}
-	if u.Scheme != "https" {
+	if req.URL.Scheme != "https" {
 		return 0, "", nil, errors.New("webhook url must use https")
 	}
 	ts := d.now()
@@ -860,17 +863,11 @@ func (d *Dispatcher) send(c store.Claimed, release func()) (int, string, http.He
 	if err != nil {
 		return 0, "", nil, fmt.Errorf("cannot sign: %w", err)
 	}
-
-	ctx, cancel := context.WithTimeout(d.base, d.timeout)
-	defer cancel()
 	if release != nil {
 		var stopTimer func()
 		ctx, stopTimer = d.traceGate(ctx, release)
 		defer stopTimer()
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, wh.URL, bytes.NewReader(c.Event.Payload))
-	if err != nil {
-		return 0, "", nil, errors.New("webhook url is not a valid URL")
+		req = req.WithContext(ctx)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", d.userAgent)

@@ -623,6 +623,34 @@ func TestRedirectIsAFailure(t *testing.T) {
 	}
 }
 
+// TestStoredURLCheckedBeforeSending: a webhook URL that registration would
+// refuse (it is checked there too) is not sent to, and the attempt's error
+// says why without quoting the URL.
+func TestStoredURLCheckedBeforeSending(t *testing.T) {
+	tests := []struct {
+		name, url, want string
+	}{
+		{"plain http", "http://%s/hook", "webhook url must use https"},
+		{"not a URL", "https://bad host/%s", "webhook url is not a valid URL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, nil)
+			rc := h.newReceiver(nil)
+			w := h.webhook(rc, func(w *store.Webhook) { w.URL = fmt.Sprintf(tt.url, rc.srv.Listener.Addr()) })
+			d := h.enqueue(w.ID, 1)[0]
+			h.d.Start()
+			r := h.waitResults(d.ID, 1)[0]
+			if r.Err == nil || r.Err.Error() != tt.want {
+				t.Errorf("result error %v, want %q", r.Err, tt.want)
+			}
+			if n := rc.n.Load(); n != 0 {
+				t.Errorf("receiver got %d requests", n)
+			}
+		})
+	}
+}
+
 func TestWebhookDeleted(t *testing.T) {
 	h := newHarness(t, nil)
 	rc := h.newReceiver(nil)
