@@ -253,8 +253,9 @@ func (l *leases) state(deliveryID string) (d Delivery, event []byte, ok bool) {
 
 // eventChanged marks stale the event copy of every lease of a delivery of
 // the event, and of every lease whose claim has not yet recorded what it
-// read (its delivery's event is not known yet). It walks every lease:
-// EnqueueDelivery, its only caller, is rare (redelivery and test events).
+// read (its delivery's event is not known yet). It walks every lease: its
+// callers are rare (EnqueueDelivery, for redelivery and test events, and
+// uncount, after an Enqueue that failed half-way).
 func (l *leases) eventChanged(eventID string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

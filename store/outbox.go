@@ -18,6 +18,12 @@ const eventMissingError = "event missing from store"
 type write struct {
 	key, val []byte
 	queued   bool
+	// eventID is set, in Enqueue's writes, on an event's value and on its
+	// deliveries' queue entries; pending is the count an event's value
+	// stores. Both let Enqueue correct the counts after committing only
+	// some of its writes (uncount).
+	eventID string
+	pending uint64
 }
 
 // Enqueue records events and creates one pending delivery, due now, for
@@ -63,6 +69,11 @@ func (s *Store) Enqueue(events []Event, now time.Time) ([]Delivery, error) {
 			if err != nil {
 				return []Delivery{}, fmt.Errorf("enqueuing: %w", err)
 			}
+			for i := range dw {
+				if dw[i].queued {
+					dw[i].eventID = ev.ID
+				}
+			}
 			writes = append(writes, dw...)
 			deliveries = append(deliveries, d)
 			n++
@@ -77,12 +88,16 @@ func (s *Store) Enqueue(events []Event, now time.Time) ([]Delivery, error) {
 			counts[ev.ID] += n
 			n = counts[ev.ID]
 		}
-		writes[first] = write{key: eventKey(ev.ID), val: encodeEventValue(ev, n)}
+		writes[first] = write{key: eventKey(ev.ID), val: encodeEventValue(ev, n), eventID: ev.ID, pending: n}
 	}
 	if len(writes) == 0 {
 		return deliveries, nil
 	}
-	if err := s.writeInOrder(writes); err != nil {
+	committed, err := s.writeInOrder(writes)
+	if err != nil {
+		if uerr := s.uncount(writes[:committed]); uerr != nil {
+			return []Delivery{}, fmt.Errorf("enqueuing: %w (and correcting the pending counts of the events committed before: %v)", err, uerr)
+		}
 		return []Delivery{}, fmt.Errorf("enqueuing: %w", err)
 	}
 	return deliveries, nil
@@ -129,36 +144,50 @@ func (s *Store) newDelivery(eventID, webhookID string, now time.Time) (Delivery,
 
 // writeInOrder commits writes in one transaction or, if they do not fit,
 // in several consecutive ones, so that a write is never committed before
-// an earlier one.
-func (s *Store) writeInOrder(writes []write) error {
+// an earlier one. It returns how many leading writes it committed: all of
+// them unless it fails.
+func (s *Store) writeInOrder(writes []write) (int, error) {
 	qk := queueKeys(writes)
 	s.bounds.lower(qk, nil)
 	defer s.bounds.lower(qk, nil)
-	for len(writes) > 0 {
+	committed := 0
+	for committed < len(writes) {
 		var n int
 		var err error
 		for range maxConflictRetries {
-			n, err = s.writeSome(writes)
+			n, err = s.writeSome(writes[committed:])
 			if !errors.Is(err, badger.ErrConflict) {
 				break
 			}
 		}
 		if err != nil {
-			return err
+			return committed, err
 		}
-		for _, w := range writes[:n] {
+		for _, w := range writes[committed : committed+n] {
 			if w.queued {
 				s.depth.Add(1)
 			}
 		}
-		writes = writes[n:]
+		committed += n
 	}
-	return nil
+	return committed, nil
 }
+
+// writeSomeHook, if set (by tests), is called by writeSome with the number
+// of writes left; it returns how many of them writeSome may put in its
+// transaction (fewer splits the writes), or an error that fails it.
+var writeSomeHook func(left int) (int, error)
 
 // writeSome commits as many leading writes as fit in one transaction and
 // returns how many.
 func (s *Store) writeSome(writes []write) (int, error) {
+	if writeSomeHook != nil {
+		n, err := writeSomeHook(len(writes))
+		if err != nil {
+			return 0, err
+		}
+		writes = writes[:n]
+	}
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()
 	n := 0
@@ -176,6 +205,70 @@ func (s *Store) writeSome(writes []write) (int, error) {
 		return 0, fmt.Errorf("committing: %w", err)
 	}
 	return n, nil
+}
+
+// uncount corrects, after Enqueue committed only the leading writes of
+// committed and failed, the pending count of every event whose value was
+// committed: it takes off the deliveries that were not, so that the event
+// expires once the committed ones finish (with none, at once) instead of
+// never. Their deliveries may already be running, so it lowers the count
+// as stored now, as a completion would.
+func (s *Store) uncount(committed []write) error {
+	stored := map[string]uint64{} // the count of the last committed value
+	queued := map[string]uint64{} // committed deliveries
+	for _, w := range committed {
+		switch {
+		case w.eventID == "":
+		case w.queued:
+			queued[w.eventID]++
+		default:
+			stored[w.eventID] = w.pending
+		}
+	}
+	missing := map[string]uint64{}
+	for id, n := range stored {
+		if n > queued[id] {
+			missing[id] = n - queued[id]
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	s.releaseMu.Lock()
+	defer s.releaseMu.Unlock()
+	err := s.update(func(txn *badger.Txn) error {
+		for id, m := range missing {
+			val, err := getRaw(txn, eventKey(id), "event "+id)
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			n, err := eventPending(val)
+			if err == nil {
+				n -= min(n, m)
+				val, err = withPending(val, n)
+			}
+			if err != nil {
+				return fmt.Errorf("decoding event %s: %w", id, err)
+			}
+			var ttl time.Duration
+			if n == 0 {
+				ttl = s.recordTTL
+			}
+			if err := setEventValue(txn, id, val, ttl); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	// A lease's copy of these events is stale now, as after
+	// EnqueueDelivery (see leases).
+	for id := range missing {
+		s.leases.eventChanged(id)
+	}
+	return err
 }
 
 // EnqueueDelivery creates one fresh pending delivery of ev to the webhook,

@@ -748,3 +748,64 @@ func BenchmarkEnqueue(b *testing.B) {
 		}
 	}
 }
+
+// TestEnqueuePartialCommitCorrectsCounts: when Enqueue's writes are split
+// over transactions and a later one fails, every event whose value was
+// committed counts only its committed deliveries, so that it expires once
+// they finish instead of never.
+func TestEnqueuePartialCommitCorrectsCounts(t *testing.T) {
+	// Two webhooks, two events: the writes are e1, d1, q1, d2, q2, e2, ...
+	tests := []struct {
+		name        string
+		first       int    // writes committed before the failure
+		wantQueued  int    // deliveries left queued
+		wantPending uint64 // e1's count afterwards
+	}{
+		{"failure before any delivery of e1", 1, 0, 0},
+		{"failure between e1's deliveries", 3, 1, 1},
+		{"failure after all of e1", 5, 2, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := openStore(t, Options{InMemory: true})
+			mustCreate(t, s, testWebhook("wh1", "k", t0, "create"))
+			mustCreate(t, s, testWebhook("wh2", "k", t0.Add(time.Second), "create"))
+			calls := 0
+			writeSomeHook = func(left int) (int, error) {
+				calls++
+				if calls == 1 {
+					return tt.first, nil
+				}
+				return 0, errors.New("disk on fire")
+			}
+			t.Cleanup(func() { writeSomeHook = nil })
+			_, err := s.Enqueue([]Event{testEvent("e1", "k", "create"), testEvent("e2", "k", "create")}, t0)
+			writeSomeHook = nil
+			if err == nil || !strings.Contains(err.Error(), "disk on fire") {
+				t.Fatalf("Enqueue error %v, want the commit's", err)
+			}
+			if _, err := s.GetEvent("e2"); !errors.Is(err, ErrNotFound) {
+				t.Errorf("e2 stored (%v), though none of its writes was committed", err)
+			}
+			var pending uint64
+			err = s.DB().View(func(txn *badger.Txn) error {
+				var err error
+				_, pending, err = getEvent(txn, "e1")
+				return err
+			})
+			if err != nil || pending != tt.wantPending {
+				t.Fatalf("e1 counts %d pending (%v), want %d", pending, err, tt.wantPending)
+			}
+			if n, err := s.QueueDepth(); err != nil || n != tt.wantQueued {
+				t.Errorf("QueueDepth = %d, %v; want %d", n, err, tt.wantQueued)
+			}
+			// Finishing the committed deliveries lets e1 expire.
+			for _, c := range mustClaim(t, s, t0, 10) {
+				mustComplete(t, s, c.Delivery.ID, &Attempt{Status: 200}, Outcome{State: StateSucceeded})
+			}
+			if exp := expiresAt(t, s, eventKey("e1")); exp == 0 {
+				t.Error("e1 never expires once its committed deliveries finished")
+			}
+		})
+	}
+}
