@@ -168,17 +168,58 @@ type webhookInput struct {
 }
 
 // webhookView is a webhook as the admin API shows it: the stored record
-// without the rotated-out secrets, and without the secret where asked.
+// without the rotated-out secrets, and without the secret where asked,
+// with what the delivery system knows of its receiver.
 type webhookView struct {
 	store.Webhook
 	// PreviousSecrets shadows the stored field (the shallower field wins
 	// in encoding/json) and stays nil, so rotated-out secrets are never
 	// shown.
 	PreviousSecrets []store.PreviousSecret `json:"previousSecrets,omitempty"`
+	// Health tells an operator why deliveries may not be flowing.
+	Health healthView `json:"health"`
 }
 
-func view(w store.Webhook, withSecret bool) webhookView {
-	v := webhookView{Webhook: w}
+// healthView is a webhook's store.Health as the admin API shows it.
+type healthView struct {
+	// Breaker is "closed" (deliveries flow) or "open" (recent attempts
+	// mostly failed: only a probe is sent, at HoldUntil).
+	Breaker string `json:"breaker"`
+	// HoldUntil: no delivery is attempted before this time (the open
+	// breaker's next probe, or a receiver's Retry-After).
+	HoldUntil time.Time `json:"holdUntil,omitzero"`
+	// Pause is the open breaker's current pause between probes, as a Go
+	// duration ("1m0s").
+	Pause string `json:"pause,omitempty"`
+	// FailingSince is the first failed attempt since the last success.
+	FailingSince time.Time `json:"failingSince,omitzero"`
+	// LastFailureAt is the latest failed attempt (to a minute).
+	LastFailureAt time.Time `json:"lastFailureAt,omitzero"`
+	// DisabledAt is when the delivery system disabled the webhook (see
+	// disabledReason); enabling it clears this.
+	DisabledAt time.Time `json:"disabledAt,omitzero"`
+}
+
+// healthOf returns the health of the webhook with that ID as st keeps it;
+// st may be nil (the zero health).
+func healthOf(st *store.Store, id string) healthView {
+	var h store.Health
+	if st != nil {
+		h = st.Health(id)
+	}
+	v := healthView{Breaker: "closed", HoldUntil: h.HoldUntil, FailingSince: h.FailingSince, LastFailureAt: h.LastFailureAt, DisabledAt: h.DisabledAt}
+	if h.Breaker == store.BreakerOpen {
+		v.Breaker = "open"
+	}
+	if h.Pause > 0 {
+		v.Pause = h.Pause.String()
+	}
+	return v
+}
+
+// view returns the webhook as the admin API shows it; st gives its health.
+func view(w store.Webhook, st *store.Store, withSecret bool) webhookView {
+	v := webhookView{Webhook: w, Health: healthOf(st, w.ID)}
 	if v.Triggers == nil {
 		v.Triggers = []string{}
 	}
@@ -199,7 +240,7 @@ func (a *adminAPI) list(w http.ResponseWriter, r *http.Request, app *App) error 
 	}
 	out := make([]webhookView, 0, len(hooks))
 	for _, h := range hooks {
-		out = append(out, view(h, false))
+		out = append(out, view(h, st, false))
 	}
 	return writeJSON(w, http.StatusOK, out)
 }
@@ -235,7 +276,7 @@ func (a *adminAPI) create(w http.ResponseWriter, r *http.Request, app *App) erro
 		return storeFailure("creating webhook", err)
 	}
 	a.logger.Info("webhook created", zap.String("webhook_id", hook.ID), zap.String("api_key", hook.APIKey), zap.Strings("triggers", hook.Triggers))
-	return writeJSON(w, http.StatusCreated, view(hook, true))
+	return writeJSON(w, http.StatusCreated, view(hook, st, true))
 }
 
 func (a *adminAPI) get(w http.ResponseWriter, app *App, id string) error {
@@ -243,7 +284,8 @@ func (a *adminAPI) get(w http.ResponseWriter, app *App, id string) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, view(hook, true))
+	st, _ := app.store() // a.load read it: a failure now shows the zero health
+	return writeJSON(w, http.StatusOK, view(hook, st, true))
 }
 
 func (a *adminAPI) replace(w http.ResponseWriter, r *http.Request, app *App, id string) error {
@@ -285,7 +327,7 @@ func (a *adminAPI) replace(w http.ResponseWriter, r *http.Request, app *App, id 
 		app.dispatcher.Notify()
 	}
 	a.logger.Info("webhook updated", zap.String("webhook_id", hook.ID))
-	return writeJSON(w, http.StatusOK, view(hook, true))
+	return writeJSON(w, http.StatusOK, view(hook, st, true))
 }
 
 func (a *adminAPI) remove(w http.ResponseWriter, app *App, id string) error {
@@ -448,7 +490,7 @@ func (a *adminAPI) rotate(w http.ResponseWriter, r *http.Request, app *App, id s
 		return storeFailure("updating webhook", err)
 	}
 	a.logger.Info("webhook secret rotated", zap.String("webhook_id", hook.ID), zap.Duration("overlap", overlap))
-	return writeJSON(w, http.StatusOK, view(hook, true))
+	return writeJSON(w, http.StatusOK, view(hook, st, true))
 }
 
 // load reads a webhook or answers 404.

@@ -209,6 +209,15 @@ func TestBreakerDisableEventsAndMetrics(t *testing.T) {
 	if err := json.Unmarshal(body, &got); status != http.StatusOK || err != nil || got.Enabled || !strings.Contains(got.DisabledReason, "no successful attempt") {
 		t.Fatalf("webhook after auto-disable: %d %s", status, body)
 	}
+	// Its health says why, in the view and in the list.
+	if h := got.Health; h.DisabledAt.IsZero() || h.FailingSince.IsZero() || h.LastFailureAt.IsZero() || h.FailingSince.After(h.DisabledAt) {
+		t.Errorf("health after auto-disable: %s", body)
+	}
+	var listed []webhook
+	status, body = adminCall(t, http.MethodGet, "/echo3d/webhooks?apiKey=breaker-key", nil)
+	if err := json.Unmarshal(body, &listed); status != http.StatusOK || err != nil || len(listed) != 1 || listed[0].Health != got.Health {
+		t.Errorf("listed health differs from the webhook's %+v: %d %s", got.Health, status, body)
+	}
 	// Every attempt is in the delivery log, with status and duration.
 	var log struct {
 		Attempts []struct {
@@ -267,6 +276,10 @@ func TestBreakerDisableEventsAndMetrics(t *testing.T) {
 	if status != http.StatusOK {
 		t.Fatalf("enable: %d %s", status, body)
 	}
+	var enabled webhook
+	if err := json.Unmarshal(body, &enabled); err != nil || !enabled.Health.DisabledAt.IsZero() {
+		t.Errorf("health once enabled again: %s", body)
+	}
 	seen := map[string]bool{}
 	for _, d := range rc.waitFor(t, n, waitWithin) {
 		var p events.Payload
@@ -286,6 +299,11 @@ func TestBreakerDisableEventsAndMetrics(t *testing.T) {
 		t.Errorf("delivered event data %v", d)
 	}
 	waitUntil(t, "an empty outbox", 5*time.Second, func() bool { return scrape(t)[`caddy_echo3d_webhooks_outbox_depth`] == 0 })
+	waitUntil(t, "a healthy webhook", 5*time.Second, func() bool {
+		var w webhook
+		_, body := adminCall(t, http.MethodGet, "/echo3d/webhooks/"+hook.ID, nil)
+		return json.Unmarshal(body, &w) == nil && w.Health.Breaker == "closed" && w.Health.FailingSince.IsZero() && w.Health.HoldUntil.IsZero()
+	})
 
 	// Reload: the metrics are registered again, counters kept.
 	afterRun := scrape(t)

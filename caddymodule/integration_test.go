@@ -147,6 +147,14 @@ type webhook struct {
 	Enabled        bool     `json:"enabled"`
 	Secret         string   `json:"secret"`
 	DisabledReason string   `json:"disabledReason"`
+	Health         struct {
+		Breaker       string    `json:"breaker"`
+		HoldUntil     time.Time `json:"holdUntil"`
+		Pause         string    `json:"pause"`
+		FailingSince  time.Time `json:"failingSince"`
+		LastFailureAt time.Time `json:"lastFailureAt"`
+		DisabledAt    time.Time `json:"disabledAt"`
+	} `json:"health"`
 }
 
 func createWebhook(t *testing.T, name, hookURL, apiKey string, triggers ...string) webhook {
