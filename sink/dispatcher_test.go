@@ -1458,3 +1458,132 @@ func TestLoopKeepsUpWithoutPolling(t *testing.T) {
 		})
 	}
 }
+
+// racingOutbox plays, once, the race a claim can lose against an attempt
+// that ends meanwhile: the claim's snapshot still has the attempt's
+// delivery queued, its lease is gone, so the claim cannot take it and
+// passes over the webhook's later deliveries (store.ClaimDue does so, and
+// the dispatcher's accept is never asked), and the attempt ends before the
+// claim returns, or while the loop then asks NextDue. The store's own race
+// cannot be paused from this package; this plays it at the Outbox
+// interface.
+type racingOutbox struct {
+	*store.Store
+	passOver  atomic.Pointer[string] // the webhook the next claim passes over
+	during    func()                 // runs before that claim returns
+	inNextDue bool                   // or in the NextDue after it
+	armed     atomic.Bool            // NextDue is to run during
+	nextDue   atomic.Int32           // NextDue calls
+}
+
+func (r *racingOutbox) ClaimDue(now time.Time, lease time.Duration, limit int, accept func(string) bool) ([]store.Claimed, error) {
+	id := r.passOver.Swap(nil)
+	if id == nil {
+		return r.Store.ClaimDue(now, lease, limit, accept)
+	}
+	cl, err := r.Store.ClaimDue(now, lease, limit, func(w string) bool {
+		return w != *id && (accept == nil || accept(w))
+	})
+	if r.inNextDue {
+		r.armed.Store(true)
+	} else {
+		r.during()
+	}
+	return cl, err
+}
+
+func (r *racingOutbox) NextDue() (time.Time, bool, error) {
+	r.nextDue.Add(1)
+	next, ok, err := r.Store.NextDue()
+	if r.armed.Swap(false) {
+		r.during()
+	}
+	return next, ok, err
+}
+
+// TestLoopLooksAgainAfterAnEndDuringItsClaim: an attempt that ends while
+// the loop claims, after the claim passed over the webhook's next delivery
+// (see racingOutbox), makes the loop look again, though the attempt ended
+// without waking it (the loop was not held). With the loop's poll an hour
+// long, the next delivery would otherwise wait that long.
+func TestLoopLooksAgainAfterAnEndDuringItsClaim(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		other     bool // the claim takes another webhook's delivery
+		inNextDue bool // the attempt ends in the NextDue after the claim
+	}{
+		{name: "during the claim, nothing else claimed"},
+		{name: "during the claim, another webhook's delivery claimed", other: true},
+		// Nothing claimed: the loop asks NextDue, which says due now.
+		{name: "during the NextDue after the claim", inNextDue: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			out := &racingOutbox{inNextDue: tt.inNextDue}
+			h := newHarness(t, func(h *harness, c *Config) {
+				out.Store = h.st
+				c.Outbox = out
+				c.Workers, c.PerWebhook, c.Ordering = 4, 4, OrderingConcurrent
+			})
+			h.d.poll = time.Hour
+			started, gate := make(chan struct{}), make(chan struct{})
+			rc := h.newReceiver(func(i int, w http.ResponseWriter, r *http.Request) {
+				if i == 0 {
+					close(started)
+					<-gate
+				}
+			})
+			w := h.webhook(rc)
+			other := h.webhook(h.newReceiver(nil))
+			h.d.Start()
+			// The loop's first round, with nothing queued, ends with a
+			// NextDue: after it, the loop is idle until woken, so the
+			// enqueue below makes one round, which claims first and
+			// leaves the loop idle and not held.
+			waitFor(t, "the loop's first round", func() bool { return out.nextDue.Load() > 0 })
+			first := h.enqueue(w.ID, 1)[0]
+			<-started
+
+			endings := func() uint64 {
+				h.d.mu.Lock()
+				defer h.d.mu.Unlock()
+				return h.d.endings
+			}
+			// In the loop's goroutine: no t.Fatal.
+			out.during = func() {
+				before := endings()
+				close(gate)
+				// Both of the first attempt's ends: its request's (it
+				// frees a worker) and its recording's.
+				for deadline := time.Now().Add(10 * time.Second); endings() < before+2; time.Sleep(time.Millisecond) {
+					if time.Now().After(deadline) {
+						t.Error("the first attempt did not end")
+						return
+					}
+				}
+			}
+			ids := []string{first.ID}
+			for _, wh := range []string{w.ID, other.ID}[:1+btoi(tt.other)] {
+				d, err := h.st.EnqueueDelivery(store.Event{ID: "evt_" + wh, Trigger: "Upload", APIKey: "quiet-river-1234", Payload: []byte(`{}`), CreatedAt: h.clock.Now()}, wh, h.clock.Now())
+				if err != nil {
+					t.Fatal(err)
+				}
+				ids = append(ids, d.ID)
+			}
+			out.passOver.Store(&w.ID)
+			h.d.Notify()
+			for _, id := range ids {
+				h.waitState(id, store.StateSucceeded)
+			}
+			if out.passOver.Load() != nil || out.armed.Load() {
+				t.Fatal("no claim passed over the webhook, or no NextDue followed")
+			}
+		})
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
