@@ -92,7 +92,10 @@ var orderGrace = time.Second
 // Config configures a Dispatcher. Now and Rand, when set, must be safe for
 // concurrent use (Rand is serialised by the Dispatcher anyway).
 type Config struct {
-	Outbox        Outbox
+	Outbox Outbox
+	// Client's Transport carries the attempts (nil Transport: net/http's
+	// default); its CheckRedirect, Jar and Timeout are not used: a
+	// redirect is never followed, and Timeout bounds each attempt.
 	Client        *http.Client     // nil = NewClient(ClientOptions{})
 	Schedule      Schedule         // nil = DefaultSchedule; empty = no retries
 	Timeout       time.Duration    // per attempt, 0 = 15s
@@ -876,7 +879,10 @@ func (d *Dispatcher) send(c store.Claimed, release func()) (int, string, http.He
 	req.Header["webhook-timestamp"] = []string{strconv.FormatInt(ts.Unix(), 10)}
 	req.Header["webhook-signature"] = []string{sig}
 
-	resp, err := d.client.Do(req)
+	// The transport, not Client.Do: no redirect is followed anyway, and
+	// Client.Do's redirect and cookie machinery (copying the headers on
+	// every request) cost about 2 % of a drain's CPU.
+	resp, err := d.transport().RoundTrip(req)
 	if err != nil {
 		switch {
 		case d.base.Err() != nil:
@@ -884,7 +890,7 @@ func (d *Dispatcher) send(c store.Claimed, release func()) (int, string, http.He
 		case errors.Is(ctx.Err(), context.DeadlineExceeded):
 			return 0, "", nil, fmt.Errorf("timeout after %s", d.timeout)
 		}
-		// Drop the "Post <url>:" wrapper: the URL may hold a token.
+		// Drop a "Post <url>:" wrapper, if any: the URL may hold a token.
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err
@@ -895,6 +901,15 @@ func (d *Dispatcher) send(c store.Claimed, release func()) (int, string, http.He
 	buf, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
 	_, _ = io.CopyN(io.Discard, resp.Body, maxDrain)
 	return resp.StatusCode, strings.ToValidUTF8(string(buf), "\uFFFD"), resp.Header, nil
+}
+
+// transport returns the RoundTripper attempts go through (see
+// Config.Client).
+func (d *Dispatcher) transport() http.RoundTripper {
+	if d.client.Transport != nil {
+		return d.client.Transport
+	}
+	return http.DefaultTransport
 }
 
 // traceGate returns ctx with a client trace that calls release when the
