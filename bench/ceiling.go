@@ -11,12 +11,18 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/caddy-echo3d-webhooks/caddy-echo3d-webhooks/sink"
 )
 
 // ceilingMode is one configuration of the bare HTTPS ceiling.
 type ceilingMode struct {
 	conns     int
 	http1Only bool
+	// sinkClient sends through the plugin's delivery client
+	// (sink.NewClient, through its transport as the dispatcher does)
+	// instead of net/http's defaults.
+	sinkClient bool
 }
 
 func (m ceilingMode) String() string {
@@ -24,7 +30,11 @@ func (m ceilingMode) String() string {
 	if m.http1Only {
 		v = "HTTP/1.1"
 	}
-	return fmt.Sprintf("no store, no dispatcher: a bare Go `http.Client`, %d goroutines, %s", m.conns, v)
+	c := "a bare Go `http.Client`"
+	if m.sinkClient {
+		c = "the plugin's delivery client (`sink.NewClient`)"
+	}
+	return fmt.Sprintf("no store, no dispatcher: %s, %d goroutines, %s", c, m.conns, v)
 }
 
 // ceiling measures what the machine can do without the plugin: m.conns
@@ -43,7 +53,15 @@ func ceiling(rc *receiver, n int, roots *x509.CertPool, m ceilingMode) drainResu
 		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
 	}
 	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr}
+	var rt http.RoundTripper = tr
+	if m.sinkClient {
+		c := sink.NewClient(sink.ClientOptions{
+			Policy: sink.Policy{AllowPrivate: true}, RootCAs: roots,
+			MaxIdleConnsPerHost: m.conns, HTTP1Only: m.http1Only,
+		})
+		defer c.CloseIdleConnections()
+		rt = c.Transport
+	}
 	url := rc.srv.URL + "/ceiling"
 	// A delivery's body and header fields, in size and shape.
 	body := []byte(`{"event":"Upload","apiKey":"drain-key","entryIds":["e12345"],"metadataKeys":[],"metadataValues":[]}`)
@@ -65,7 +83,7 @@ func ceiling(rc *receiver, n int, roots *x509.CertPool, m ceilingMode) drainResu
 				req.Header["webhook-id"] = []string{"msg_" + strconv.FormatInt(time.Now().UnixNano(), 36)}
 				req.Header["webhook-timestamp"] = []string{strconv.FormatInt(time.Now().Unix(), 10)}
 				req.Header["webhook-signature"] = []string{sig}
-				resp, err := client.Do(req)
+				resp, err := rt.RoundTrip(req)
 				if err != nil {
 					continue
 				}

@@ -212,6 +212,11 @@ func main() {
 			ceilings[m.http1Only] = res.rate()
 			r.linef("| %s | — | %s | **%.0f** | %s |", cm, res.elapsed.Round(time.Millisecond), res.rate(), res.cpuPerDelivery())
 		}
+		// The plugin's client alone, over the first drain's version: the
+		// drain's cost above it is the store's and the dispatcher's.
+		cm := ceilingMode{conns: modes[2].workers, http1Only: modes[2].http1Only, sinkClient: true}
+		res := ceiling(rc, *backlog, x509Pool(rc), cm)
+		r.linef("| %s | — | %s | **%.0f** | %s |", cm, res.elapsed.Round(time.Millisecond), res.rate(), res.cpuPerDelivery())
 		r.linef("")
 		for _, m := range modes[2:] {
 			if c := ceilings[m.http1Only]; c > 0 {
