@@ -75,6 +75,7 @@ func main() {
 	cp.createWebhook(rc.srv.URL+"/latency", "bench-latency", "CollectionMetadataAdd")
 
 	r := &report{}
+	var checks targets
 	r.linef("# caddy-echo3d-webhooks benchmark\n")
 	r.linef("Machine: %s/%s, %d CPUs, %s. Go %s. Date %s.", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), cpuModel(), runtime.Version(), time.Now().UTC().Format("2006-01-02 15:04 MST"))
 	r.linef("Load generator, fake upstream and HTTPS receiver run on the same machine as Caddy and share its CPUs.")
@@ -114,6 +115,10 @@ func main() {
 			close(stop)
 			p := <-peak
 			r.linef("| %s | %d MiB | %d MiB | %d MiB%s |", site.name, before>>10, p>>10, (p-before)>>10, map[bool]string{true: "", false: " (request failed)"}[ok])
+			if site.name == "plugin" {
+				added := (p - before) >> 10
+				checks.add(fmt.Sprintf("%d MiB upload: Caddy's peak RSS < +50 MiB", *bigSize>>20), ok && added < 50, "+%d MiB", added)
+			}
 		}
 		r.linef("")
 	}
@@ -140,6 +145,7 @@ func main() {
 				ms(percentile(plain.lat, 50)), ms(percentile(plain.lat, 99)),
 				ms(percentile(plugin.lat, 50)), ms(percentile(plugin.lat, 99)),
 				ms(percentile(plugin.lat, 50)-percentile(plain.lat, 50)), ms(percentile(plugin.lat, 99)-percentile(plain.lat, 99)))
+			checks.addedP99(sc.name, percentile(plugin.lat, 99)-percentile(plain.lat, 99))
 		}
 		time.Sleep(2 * time.Second) // let the last deliveries land before reading the latencies
 		lat, _ := rc.snapshot()
@@ -147,6 +153,7 @@ func main() {
 		// poll) that p99 can hide.
 		r.linef("\nEvent latency at %d event calls/s (upstream response → webhook received, %d events): p50 %s, p99 %s, max %s. The receiver accepted %d new connections for %d deliveries (0: Caddy kept the connections it had).\n",
 			*rate, len(lat), ms(percentile(lat, 50)), ms(percentile(lat, 99)), ms(percentile(lat, 100)), rc.conns.Load()-conns0, rc.count.Load()-count0)
+		checks.add(fmt.Sprintf("Event latency at %d event calls/s: p99 < 50 ms", *rate), len(lat) > 0 && percentile(lat, 99) < 50*time.Millisecond, "%s", ms(percentile(lat, 99)))
 	}
 
 	if phase("saturation") {
@@ -162,6 +169,10 @@ func main() {
 			r.linef("| %s | %.0f | %.0f | **%.1f %%** | %s / %s | %s / %s | %d |", sc.name, plain.rps(), plugin.rps(),
 				100*plugin.rps()/plain.rps(), ms(percentile(plain.lat, 50)), ms(percentile(plain.lat, 99)),
 				ms(percentile(plugin.lat, 50)), ms(percentile(plugin.lat, 99)), plain.errors+plugin.errors)
+			ratio := 100 * plugin.rps() / plain.rps()
+			if sc.file == "query" {
+				checks.add(sc.name+" at saturation: ≥ 97 % of plain", ratio >= 97, "%.1f %%", ratio)
+			}
 			if !strings.Contains(sc.name, "/post") {
 				continue
 			}
@@ -173,6 +184,8 @@ func main() {
 			}
 			keepPace = fmt.Sprintf("During the `POST /post` rounds the plugin site derived %d events (%.0f/s); the last was delivered %s after the load stopped (%d of %d delivered).",
 				events, float64(events)/plugin.elapsed.Seconds(), time.Since(loadEnd).Round(time.Millisecond), rc.count.Load()-before, events)
+			delivered := rc.count.Load() - before
+			checks.add(sc.name+" at saturation: ≥ 75 % of plain, every event delivered", ratio >= 75 && delivered >= events, "%.1f %%, %d of %d delivered", ratio, delivered, events)
 		}
 		r.linef("\n%s", keepPace)
 		r.linef("")
@@ -224,7 +237,11 @@ func main() {
 			}
 		}
 		r.linef("")
+		best := modes[2]
+		checks.add(fmt.Sprintf("%d-event backlog: ≥ 20,000 deliveries/s", *backlog), rates[best] >= 20000, "%.0f/s (%s; %.0f %% of the bare client's %.0f/s)",
+			rates[best], best, 100*rates[best]/ceilings[best.http1Only], ceilings[best.http1Only])
 	}
+	checks.write(r)
 	fmt.Print(r.String())
 }
 
