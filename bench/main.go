@@ -145,7 +145,7 @@ func main() {
 				ms(percentile(plain.lat, 50)), ms(percentile(plain.lat, 99)),
 				ms(percentile(plugin.lat, 50)), ms(percentile(plugin.lat, 99)),
 				ms(percentile(plugin.lat, 50)-percentile(plain.lat, 50)), ms(percentile(plugin.lat, 99)-percentile(plain.lat, 99)))
-			checks.addedP99(sc.name, percentile(plugin.lat, 99)-percentile(plain.lat, 99))
+			checks.addedP99(sc.name, *rate, percentile(plugin.lat, 99)-percentile(plain.lat, 99))
 		}
 		time.Sleep(2 * time.Second) // let the last deliveries land before reading the latencies
 		lat, _ := rc.snapshot()
