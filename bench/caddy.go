@@ -205,3 +205,54 @@ func sampleRSS(pid int, stop <-chan struct{}) <-chan int64 {
 	}()
 	return out
 }
+
+// procCPU returns the CPU time (user and system) process pid has used, from
+// /proc; ok is false where that cannot be read.
+func procCPU(pid int) (cpu time.Duration, ok bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, false
+	}
+	// The command name, in parentheses, may hold spaces: count fields
+	// after it. utime and stime are fields 14 and 15, in clock ticks
+	// (USER_HZ, 100 per second on Linux).
+	_, rest, found := strings.Cut(string(b), ") ")
+	if !found {
+		return 0, false
+	}
+	f := strings.Fields(rest)
+	if len(f) < 13 {
+		return 0, false
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond, true
+}
+
+// waitIdle waits, at most limit, until process pid uses under 5 % of a core
+// over a second, and returns how long it waited; idle is false if it
+// never was, or its CPU time cannot be read. The drains use it so that
+// Caddy's Badger, still compacting what the earlier phases wrote, does not
+// share the cores with them.
+func waitIdle(pid int, limit time.Duration) (waited time.Duration, idle bool) {
+	start := time.Now()
+	prev, ok := procCPU(pid)
+	if !ok {
+		return 0, false
+	}
+	for time.Since(start) < limit {
+		time.Sleep(time.Second)
+		cur, ok := procCPU(pid)
+		if !ok {
+			return time.Since(start), false
+		}
+		if cur-prev < 50*time.Millisecond {
+			return time.Since(start), true
+		}
+		prev = cur
+	}
+	return time.Since(start), false
+}

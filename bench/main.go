@@ -193,6 +193,11 @@ func main() {
 
 	if phase("drain") {
 		r.linef("## Delivery backlog\n")
+		if waited, idle := waitIdle(cp.cmd.Process.Pid, 2*time.Minute); !idle {
+			r.linef("Caddy was still busy (Badger compacting what the earlier phases wrote) after %s: the drains share the cores with it.\n", waited.Round(time.Second))
+		} else if waited > 2*time.Second {
+			r.linef("The drains started once Caddy was idle, %s after the earlier phases (Badger compacting what they wrote).\n", waited.Round(time.Second))
+		}
 		r.linef("%d events for one webhook enqueued straight into a fresh Badger outbox, then drained by a dispatcher to the local HTTPS receiver (`versions %s`), once per configuration. CPU per delivery is this process's CPU time over the drain (dispatcher, store and receiver together; 2 cores give 2 s of CPU per second), which the machine's other load disturbs less than the rate:\n", *backlog, *versions)
 		r.linef("| Dispatcher | enqueue events/s | drain time | deliveries/s | CPU per delivery |")
 		r.linef("|---|---|---|---|---|")
