@@ -37,31 +37,15 @@ func (m ceilingMode) String() string {
 	return fmt.Sprintf("no store, no dispatcher: %s, %d goroutines, %s", c, m.conns, v)
 }
 
-// ceiling measures what the machine can do without the plugin: m.conns
-// goroutines POST n small JSON bodies, with a delivery's headers, to the
-// same receiver with a plain net/http client, as fast as it answers. It is
+// ceiling measures what the machine can do without the plugin's store and
+// dispatcher: m.conns goroutines POST n small JSON bodies, with a
+// delivery's headers, to the same receiver, as fast as it answers, through
+// net/http's defaults or the plugin's delivery client (m.sinkClient). It is
 // the ceiling a drain is compared with: the same client and server stacks,
 // with no outbox, claims, signing or completions.
 func ceiling(rc *receiver, n int, roots *x509.CertPool, m ceilingMode) drainResult {
-	tr := &http.Transport{
-		TLSClientConfig:     &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
-		ForceAttemptHTTP2:   !m.http1Only,
-		MaxIdleConnsPerHost: m.conns,
-	}
-	if m.http1Only {
-		tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
-		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
-	}
-	defer tr.CloseIdleConnections()
-	var rt http.RoundTripper = tr
-	if m.sinkClient {
-		c := sink.NewClient(sink.ClientOptions{
-			Policy: sink.Policy{AllowPrivate: true}, RootCAs: roots,
-			MaxIdleConnsPerHost: m.conns, HTTP1Only: m.http1Only,
-		})
-		defer c.CloseIdleConnections()
-		rt = c.Transport
-	}
+	rt := ceilingTransport(roots, m)
+	defer rt.CloseIdleConnections()
 	url := rc.srv.URL + "/ceiling"
 	// A delivery's body and header fields, in size and shape.
 	body := []byte(`{"event":"Upload","apiKey":"drain-key","entryIds":["e12345"],"metadataKeys":[],"metadataValues":[]}`)
@@ -101,4 +85,25 @@ func ceiling(rc *receiver, n int, roots *x509.CertPool, m ceilingMode) drainResu
 		res.cpu = cpu1 - cpu0
 	}
 	return res
+}
+
+// ceilingTransport returns the transport a ceiling measurement sends
+// through.
+func ceilingTransport(roots *x509.CertPool, m ceilingMode) *http.Transport {
+	if m.sinkClient {
+		return sink.NewClient(sink.ClientOptions{
+			Policy: sink.Policy{AllowPrivate: true}, RootCAs: roots,
+			MaxIdleConnsPerHost: m.conns, HTTP1Only: m.http1Only,
+		}).Transport.(*http.Transport)
+	}
+	tr := &http.Transport{
+		TLSClientConfig:     &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+		ForceAttemptHTTP2:   !m.http1Only,
+		MaxIdleConnsPerHost: m.conns,
+	}
+	if m.http1Only {
+		tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
+		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	}
+	return tr
 }
