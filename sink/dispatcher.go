@@ -90,12 +90,12 @@ const (
 var orderGrace = time.Second
 
 // Config configures a Dispatcher. Now and Rand, when set, must be safe for
-// concurrent use (Rand is serialised by the Dispatcher anyway).
+// concurrent use (Rand is serialised by the Dispatcher anyway). Client's
+// Transport carries the attempts (nil Transport: net/http's default); its
+// CheckRedirect, Jar and Timeout are not used: a redirect is never
+// followed, and Timeout bounds each attempt.
 type Config struct {
-	Outbox Outbox
-	// Client's Transport carries the attempts (nil Transport: net/http's
-	// default); its CheckRedirect, Jar and Timeout are not used: a
-	// redirect is never followed, and Timeout bounds each attempt.
+	Outbox        Outbox
 	Client        *http.Client     // nil = NewClient(ClientOptions{})
 	Schedule      Schedule         // nil = DefaultSchedule; empty = no retries
 	Timeout       time.Duration    // per attempt, 0 = 15s
