@@ -46,7 +46,7 @@ func (m ceilingMode) String() string {
 func ceiling(rc *receiver, n int, roots *x509.CertPool, m ceilingMode) drainResult {
 	rt := ceilingTransport(roots, m)
 	defer rt.CloseIdleConnections()
-	url := rc.srv.URL + "/ceiling"
+	url := rc.url() + "/ceiling"
 	// A delivery's body and header fields, in size and shape.
 	body := []byte(`{"event":"Upload","apiKey":"drain-key","entryIds":["e12345"],"metadataKeys":[],"metadataValues":[]}`)
 	sig := "v1," + string(bytes.Repeat([]byte("s"), 44))
@@ -55,7 +55,7 @@ func ceiling(rc *receiver, n int, roots *x509.CertPool, m ceilingMode) drainResu
 	left.Store(int64(n))
 	var sent atomic.Int64
 	var wg sync.WaitGroup
-	cpu0, cpuOK := cpuTime()
+	cpu0, cpuOK := rc.cpuWithOurs()
 	start := time.Now()
 	for range m.conns {
 		wg.Go(func() {
@@ -81,7 +81,7 @@ func ceiling(rc *receiver, n int, roots *x509.CertPool, m ceilingMode) drainResu
 	}
 	wg.Wait()
 	res := drainResult{elapsed: time.Since(start), delivered: int(sent.Load())}
-	if cpu1, ok := cpuTime(); ok && cpuOK {
+	if cpu1, ok := rc.cpuWithOurs(); ok && cpuOK {
 		res.cpu = cpu1 - cpu0
 	}
 	return res

@@ -36,9 +36,9 @@ type drainResult struct {
 	delivered   int
 	elapsed     time.Duration
 	enqueueRate float64 // events/s written into the outbox before the drain
-	// cpu is the CPU time this process (dispatcher, store and receiver:
-	// nothing else runs in it meanwhile) used during the drain; 0 if
-	// unknown.
+	// cpu is the CPU time this process (dispatcher and store: nothing
+	// else runs in it meanwhile) and the receiver process used during the
+	// drain; 0 if unknown.
 	cpu time.Duration
 }
 
@@ -63,7 +63,7 @@ func drain(dir string, rc *receiver, n int, roots *x509.CertPool, mode drainMode
 	must(err, "secret")
 	now := time.Now()
 	must(st.CreateWebhook(store.Webhook{
-		ID: "wh_drain", Name: "drain", URL: rc.srv.URL + "/drain", APIKey: "drain-key",
+		ID: "wh_drain", Name: "drain", URL: rc.url() + "/drain", APIKey: "drain-key",
 		Triggers: []string{"Upload"}, Enabled: true, Secret: secret, CreatedAt: now, UpdatedAt: now,
 	}), "creating webhook")
 
@@ -82,7 +82,7 @@ func drain(dir string, rc *receiver, n int, roots *x509.CertPool, mode drainMode
 	}
 	res := drainResult{enqueueRate: float64(n) / time.Since(start).Seconds()}
 
-	base := rc.count.Load()
+	base := rc.count()
 	d := sink.New(sink.Config{
 		Outbox: st,
 		Client: sink.NewClient(sink.ClientOptions{
@@ -94,16 +94,18 @@ func drain(dir string, rc *receiver, n int, roots *x509.CertPool, mode drainMode
 		PerWebhook: mode.perWebhook,
 		Workers:    mode.workers,
 	})
-	cpu0, cpuOK := cpuTime()
+	cpu0, cpuOK := rc.cpuWithOurs()
 	start = time.Now()
 	d.Start()
 	deadline := start.Add(10 * time.Minute)
-	for rc.count.Load()-base < int64(n) && time.Now().Before(deadline) {
+	got := rc.count() - base
+	for got < int64(n) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
+		got = rc.count() - base
 	}
 	res.elapsed = time.Since(start)
-	res.delivered = int(rc.count.Load() - base)
-	if cpu1, ok := cpuTime(); ok && cpuOK {
+	res.delivered = int(got)
+	if cpu1, ok := rc.cpuWithOurs(); ok && cpuOK {
 		res.cpu = cpu1 - cpu0
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

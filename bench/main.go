@@ -11,7 +11,6 @@ package main
 
 import (
 	"bytes"
-	"crypto/x509"
 	"flag"
 	"fmt"
 	"io"
@@ -20,6 +19,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"time"
 
@@ -27,6 +27,10 @@ import (
 )
 
 func main() {
+	if slices.Contains(os.Environ(), receiverRole) {
+		serveReceiver()
+		return
+	}
 	var (
 		bin          = flag.String("caddy", "./bin/caddy", "Caddy binary with the plugin")
 		duration     = flag.Duration("duration", 5*time.Second, "length of one measured round")
@@ -40,7 +44,7 @@ func main() {
 		perWebhook   = flag.Int("per-webhook", 16, "the Caddy's per_webhook option")
 		versions     = flag.String("versions", "1.1 2", "the Caddy's versions option, also used by the drain's dispatcher: \"1.1 2\" or \"1.1\"")
 		only         = flag.String("only", "", "comma list of phases to run: saturation,fixed,memory,drain (default all)")
-		cpuProf      = flag.String("cpuprofile", "", "write a CPU profile of this process (load generator, upstream, receiver and the in-process drain) to this file")
+		cpuProf      = flag.String("cpuprofile", "", "write a CPU profile of this process (load generator, upstream and the in-process drain; not the receiver, which has its own) to this file")
 		caddyPr      = flag.String("caddy-profile", "", "during the first saturation and fixed-rate round of each call and site, fetch a CPU profile of Caddy from its admin endpoint into PREFIX.<call>.<site>.pprof and PREFIX.fixed-<call>.<site>.pprof")
 	)
 	flag.Parse()
@@ -57,8 +61,8 @@ func main() {
 	defer os.RemoveAll(dir)
 	up := newUpstream()
 	defer up.srv.Close()
-	rc := newReceiver(up)
-	defer rc.srv.Close()
+	rc := startReceiver(up)
+	defer rc.close()
 	ca, err := rc.writeCA(dir)
 	must(err, "writing CA")
 	if *versions != "1.1 2" && *versions != "1.1" {
@@ -68,17 +72,17 @@ func main() {
 	opts := deliveryOpts{ordering: *ordering, perWebhook: *perWebhook, http1Only: *versions == "1.1"}
 	cp := startCaddy(*bin, dir, up.srv.Listener.Addr().String(), ca, opts)
 	defer cp.stop()
-	cp.createWebhook(rc.srv.URL+"/hook", "bench-key", "Upload", "Processed", "CollectionMetadataAdd")
+	cp.createWebhook(rc.url()+"/hook", "bench-key", "Upload", "Processed", "CollectionMetadataAdd")
 	// The fixed-rate event calls go to another collection and webhook, so
 	// a backlog left by the saturation runs does not count in their latency
 	// (each webhook has its own queue).
-	cp.createWebhook(rc.srv.URL+"/latency", "bench-latency", "CollectionMetadataAdd")
+	cp.createWebhook(rc.url()+"/latency", "bench-latency", "CollectionMetadataAdd")
 
 	r := &report{}
 	var checks targets
 	r.linef("# caddy-echo3d-webhooks benchmark\n")
 	r.linef("Machine: %s/%s, %d CPUs, %s. Go %s. Date %s.", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), cpuModel(), runtime.Version(), time.Now().UTC().Format("2006-01-02 15:04 MST"))
-	r.linef("Load generator, fake upstream and HTTPS receiver run on the same machine as Caddy and share its CPUs.")
+	r.linef("Load generator and fake upstream (one process) and the HTTPS receiver (another) run on the same machine as Caddy and share its CPUs.")
 	r.linef("Each figure alternates the plugin site and the plain `reverse_proxy` site (%d rounds × %s each).", *rounds, *duration)
 	r.linef("The plugin's Caddy delivers with `ordering %s`, `per_webhook %d` and `versions %s` (`-ordering`, `-per-webhook`, `-versions`); the receiver offers HTTP/2 and HTTP/1.1.\n", opts.ordering, opts.perWebhook, *versions)
 
@@ -136,7 +140,8 @@ func main() {
 		for _, sc := range fixed {
 			if strings.Contains(sc.name, "/post") {
 				rc.reset()
-				conns0, count0 = rc.conns.Load(), rc.count.Load()
+				s := rc.stats()
+				conns0, count0 = s.Conns, s.Count
 			}
 			plain, plugin := profiledRounds(*rounds, cp, *caddyPr, "fixed-"+sc.file, *duration, func(base string) runResult {
 				return openLoop(c, base, sc.mk, *rate, *duration)
@@ -148,11 +153,12 @@ func main() {
 			checks.addedP99(sc.name, *rate, percentile(plugin.lat, 99)-percentile(plain.lat, 99))
 		}
 		time.Sleep(2 * time.Second) // let the last deliveries land before reading the latencies
-		lat, _ := rc.snapshot()
+		lat := rc.latencies()
+		s := rc.stats()
 		// The maximum shows a stall (a delivery left for the loop's 1 s
 		// poll) that p99 can hide.
 		r.linef("\nEvent latency at %d event calls/s (upstream response → webhook received, %d events): p50 %s, p99 %s, max %s. The receiver accepted %d new connections for %d deliveries (0: Caddy kept the connections it had).\n",
-			*rate, len(lat), ms(percentile(lat, 50)), ms(percentile(lat, 99)), ms(percentile(lat, 100)), rc.conns.Load()-conns0, rc.count.Load()-count0)
+			*rate, len(lat), ms(percentile(lat, 50)), ms(percentile(lat, 99)), ms(percentile(lat, 100)), s.Conns-conns0, s.Count-count0)
 		checks.add(fmt.Sprintf("Event latency at %d event calls/s: p99 < 50 ms", *rate), len(lat) > 0 && percentile(lat, 99) < 50*time.Millisecond, "%s", ms(percentile(lat, 99)))
 	}
 
@@ -162,7 +168,7 @@ func main() {
 		r.linef("|---|---|---|---|---|---|---|")
 		var keepPace string
 		for _, sc := range scenarios {
-			before := rc.count.Load()
+			before := rc.count()
 			plain, plugin := profiledRounds(*rounds, cp, *caddyPr, sc.file, *duration, func(base string) runResult {
 				return closedLoop(c, base, sc.mk, *conns, *duration)
 			})
@@ -179,10 +185,11 @@ func main() {
 			// Did the deliveries keep pace with the events?
 			events := plugin.requests - plugin.errors
 			loadEnd := time.Now()
-			for rc.count.Load()-before < events && time.Since(loadEnd) < time.Minute {
+			delivered := rc.count() - before
+			for delivered < events && time.Since(loadEnd) < time.Minute {
 				time.Sleep(10 * time.Millisecond)
+				delivered = rc.count() - before
 			}
-			delivered := rc.count.Load() - before
 			keepPace = fmt.Sprintf("During the `POST /post` rounds the plugin site derived %d events (%.0f/s); the last was delivered %s after the load stopped (%d of %d delivered).",
 				events, float64(events)/plugin.elapsed.Seconds(), time.Since(loadEnd).Round(time.Millisecond), delivered, events)
 			checks.add(sc.name+" at saturation: ≥ 75 % of plain, every event delivered", ratio >= 75 && delivered >= events, "%.1f %%, %d of %d delivered", ratio, delivered, events)
@@ -198,7 +205,7 @@ func main() {
 		} else if waited > 2*time.Second {
 			r.linef("The drains started once Caddy was idle, %s after the earlier phases (Badger compacting what they wrote).\n", waited.Round(time.Second))
 		}
-		r.linef("%d events for one webhook enqueued straight into a fresh Badger outbox, then drained by a dispatcher to the local HTTPS receiver (`versions %s`), once per configuration. CPU per delivery is this process's CPU time over the drain (dispatcher, store and receiver together; 2 cores give 2 s of CPU per second), which the machine's other load disturbs less than the rate:\n", *backlog, *versions)
+		r.linef("%d events for one webhook enqueued straight into a fresh Badger outbox, then drained by a dispatcher to the local HTTPS receiver (`versions %s`), once per configuration. CPU per delivery is the CPU time of this process (dispatcher and store) and of the receiver's over the drain (2 cores give 2 s of CPU per second), which the machine's other load disturbs less than the rate:\n", *backlog, *versions)
 		r.linef("| Dispatcher | enqueue events/s | drain time | deliveries/s | CPU per delivery |")
 		r.linef("|---|---|---|---|---|")
 		modes := []drainMode{
@@ -217,7 +224,7 @@ func main() {
 		}
 		rates := map[drainMode]float64{}
 		for _, m := range modes {
-			res := drain(dir, rc, *backlog, x509Pool(rc), m)
+			res := drain(dir, rc, *backlog, rc.pool(), m)
 			rates[m] = res.rate()
 			r.linef("| %s | %.0f | %s | **%.0f** | %s |", m, res.enqueueRate, res.elapsed.Round(time.Millisecond), res.rate(), res.cpuPerDelivery())
 		}
@@ -226,14 +233,14 @@ func main() {
 		ceilings := map[bool]float64{}
 		for _, m := range modes[2:] {
 			cm := ceilingMode{conns: m.workers, http1Only: m.http1Only}
-			res := ceiling(rc, *backlog, x509Pool(rc), cm)
+			res := ceiling(rc, *backlog, rc.pool(), cm)
 			ceilings[m.http1Only] = res.rate()
 			r.linef("| %s | — | %s | **%.0f** | %s |", cm, res.elapsed.Round(time.Millisecond), res.rate(), res.cpuPerDelivery())
 		}
 		// The plugin's client alone, over the first drain's version: the
 		// drain's cost above it is the store's and the dispatcher's.
 		cm := ceilingMode{conns: modes[2].workers, http1Only: modes[2].http1Only, sinkClient: true}
-		res := ceiling(rc, *backlog, x509Pool(rc), cm)
+		res := ceiling(rc, *backlog, rc.pool(), cm)
 		r.linef("| %s | — | %s | **%.0f** | %s |", cm, res.elapsed.Round(time.Millisecond), res.rate(), res.cpuPerDelivery())
 		r.linef("")
 		for _, m := range modes[2:] {
@@ -340,12 +347,6 @@ func streamingUpload(size int64) (io.Reader, string) {
 		pw.CloseWithError(mw.Close())
 	}()
 	return pr, mw.FormDataContentType()
-}
-
-func x509Pool(rc *receiver) *x509.CertPool {
-	pool := x509.NewCertPool()
-	pool.AddCert(rc.srv.Certificate())
-	return pool
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
