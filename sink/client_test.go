@@ -20,7 +20,19 @@ func certPool(srv *httptest.Server) *x509.CertPool {
 	return p
 }
 
+// bothVersions runs fn with a client of each delivery transport: net/http's
+// (HTTP/2 offered) and the HTTP/1.1 one.
+func bothVersions(t *testing.T, fn func(t *testing.T, http1Only bool)) {
+	for _, http1Only := range []bool{false, true} {
+		t.Run(fmt.Sprintf("http1only=%v", http1Only), func(t *testing.T) { fn(t, http1Only) })
+	}
+}
+
 func TestClientDoesNotFollowRedirects(t *testing.T) {
+	bothVersions(t, testClientDoesNotFollowRedirects)
+}
+
+func testClientDoesNotFollowRedirects(t *testing.T, http1Only bool) {
 	var targetHits atomic.Int32
 	target := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		targetHits.Add(1)
@@ -31,7 +43,7 @@ func TestClientDoesNotFollowRedirects(t *testing.T) {
 	}))
 	defer src.Close()
 
-	c := NewClient(ClientOptions{Policy: Policy{AllowPrivate: true}, RootCAs: certPool(src)})
+	c := NewClient(ClientOptions{Policy: Policy{AllowPrivate: true}, RootCAs: certPool(src), HTTP1Only: http1Only})
 	resp, err := c.Post(src.URL, "application/json", strings.NewReader("{}"))
 	if err != nil {
 		t.Fatal(err)
@@ -46,33 +58,46 @@ func TestClientDoesNotFollowRedirects(t *testing.T) {
 }
 
 func TestClientPolicyAndTLS(t *testing.T) {
+	bothVersions(t, testClientPolicyAndTLS)
+}
+
+func testClientPolicyAndTLS(t *testing.T, http1Only bool) {
 	t.Setenv("HTTPS_PROXY", "http://127.0.0.1:1")
 	t.Setenv("HTTP_PROXY", "http://127.0.0.1:1")
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	defer srv.Close()
 
 	// Default policy: loopback refused before any connection.
-	c := NewClient(ClientOptions{RootCAs: certPool(srv)})
+	c := NewClient(ClientOptions{RootCAs: certPool(srv), HTTP1Only: http1Only})
 	_, err := c.Get(srv.URL)
 	if err == nil || !strings.Contains(err.Error(), "loopback") {
 		t.Fatalf("GET loopback with default policy: %v", err)
 	}
 
 	// Untrusted certificate refused.
-	c = NewClient(ClientOptions{Policy: Policy{AllowPrivate: true}})
+	c = NewClient(ClientOptions{Policy: Policy{AllowPrivate: true}, HTTP1Only: http1Only})
 	if _, err := c.Get(srv.URL); err == nil {
 		t.Fatal("untrusted certificate accepted")
 	}
 
 	// Allowed, and the environment's proxy is not used.
-	c = NewClient(ClientOptions{Policy: Policy{AllowPrivate: true}, RootCAs: certPool(srv)})
+	c = NewClient(ClientOptions{Policy: Policy{AllowPrivate: true}, RootCAs: certPool(srv), HTTP1Only: http1Only})
 	resp, err := c.Get(srv.URL)
 	if err != nil {
 		t.Fatalf("GET: %v", err)
 	}
 	resp.Body.Close()
-	if tr := c.Transport.(*http.Transport); tr.Proxy != nil || tr.TLSClientConfig.MinVersion < 0x0303 {
-		t.Fatalf("transport settings: proxy set=%v min=%x", tr.Proxy != nil, tr.TLSClientConfig.MinVersion)
+	switch tr := c.Transport.(type) {
+	case *http.Transport:
+		if tr.Proxy != nil || tr.TLSClientConfig.MinVersion < tls.VersionTLS12 {
+			t.Fatalf("transport settings: proxy set=%v min=%x", tr.Proxy != nil, tr.TLSClientConfig.MinVersion)
+		}
+	case *h1Transport: // dials only through its dialer: no proxy
+		if tr.tlsConfig.MinVersion < tls.VersionTLS12 {
+			t.Fatalf("transport settings: min=%x", tr.tlsConfig.MinVersion)
+		}
+	default:
+		t.Fatalf("transport %T", tr)
 	}
 	if c.Timeout != 0 {
 		t.Fatalf("client timeout %v, want none", c.Timeout)
