@@ -24,6 +24,9 @@ type caddyProc struct {
 	pluginURL string
 	plainURL  string
 	logs      *bytes.Buffer
+	// profileKind is what profile fetches: profile (CPU), allocs or
+	// trace.
+	profileKind string
 }
 
 func freePort() int {
@@ -126,15 +129,15 @@ func (p *caddyProc) site(base string) string {
 	return "plain"
 }
 
-// profile fetches a CPU profile of Caddy covering the next d (whole seconds,
-// at least one) from the admin endpoint into file; the channel is closed
+// profile fetches a profile of Caddy (p.profileKind) covering the next d
+// (whole seconds, at least one) from the admin endpoint into file; the channel is closed
 // once the profile is written or failed (reported on stderr).
 func (p *caddyProc) profile(file string, d time.Duration) <-chan struct{} {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		secs := max(int(d/time.Second), 1)
-		resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", p.adminURL, secs))
+		resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/%s?seconds=%d", p.adminURL, p.profileKind, secs))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "caddy profile:", err)
 			return

@@ -45,9 +45,16 @@ func main() {
 		versions     = flag.String("versions", "1.1 2", "the Caddy's versions option, also used by the drain's dispatcher: \"1.1 2\" or \"1.1\"")
 		only         = flag.String("only", "", "comma list of phases to run: saturation,fixed,memory,drain (default all)")
 		cpuProf      = flag.String("cpuprofile", "", "write a CPU profile of this process (load generator, upstream and the in-process drain; not the receiver, which has its own) to this file")
-		caddyPr      = flag.String("caddy-profile", "", "during the first saturation and fixed-rate round of each call and site, fetch a CPU profile of Caddy from its admin endpoint into PREFIX.<call>.<site>.pprof and PREFIX.fixed-<call>.<site>.pprof")
+		caddyPr      = flag.String("caddy-profile", "", "during the first saturation and fixed-rate round of each call and site, fetch a profile of Caddy from its admin endpoint into PREFIX.<call>.<site>.pprof and PREFIX.fixed-<call>.<site>.pprof")
+		caddyPrKind  = flag.String("caddy-profile-kind", "profile", "what -caddy-profile fetches from /debug/pprof/: profile (CPU), allocs (allocations during the round) or trace (an execution trace, for go tool trace)")
 	)
 	flag.Parse()
+	switch *caddyPrKind {
+	case "profile", "allocs", "trace":
+	default:
+		fmt.Fprintf(os.Stderr, "-caddy-profile-kind: want profile, allocs or trace, got %q\n", *caddyPrKind)
+		os.Exit(2)
+	}
 	if *cpuProf != "" {
 		f, err := os.Create(*cpuProf)
 		must(err, "creating CPU profile")
@@ -71,6 +78,7 @@ func main() {
 	}
 	opts := deliveryOpts{ordering: *ordering, perWebhook: *perWebhook, http1Only: *versions == "1.1"}
 	cp := startCaddy(*bin, dir, up.srv.Listener.Addr().String(), ca, opts)
+	cp.profileKind = *caddyPrKind
 	defer cp.stop()
 	cp.createWebhook(rc.url()+"/hook", "bench-key", "Upload", "Processed", "CollectionMetadataAdd")
 	// The fixed-rate event calls go to another collection and webhook, so
@@ -257,7 +265,7 @@ func main() {
 	fmt.Print(r.String())
 }
 
-// profiledRounds is alternate that, when prefix is set, also fetches a CPU
+// profiledRounds is alternate that, when prefix is set, also fetches a
 // profile of Caddy covering the first round of each site into
 // PREFIX.<name>.<site>.pprof.
 func profiledRounds(rounds int, cp *caddyProc, prefix, name string, d time.Duration, fn func(base string) runResult) (plain, plugin runResult) {
