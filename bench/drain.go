@@ -25,8 +25,8 @@ func (m drainMode) String() string {
 		o = sink.OrderingStrict
 	}
 	s := fmt.Sprintf("`ordering %s`, `per_webhook %d`, `workers %d`", o, m.perWebhook, m.workers)
-	if m.http1Only {
-		s += ", `versions 1.1`"
+	if !m.http1Only {
+		s += ", `versions 1.1 2`"
 	}
 	return s
 }

@@ -42,7 +42,7 @@ func main() {
 		drainWorkers = flag.Int("drain-workers", 128, "workers and per_webhook of the last drain configuration")
 		ordering     = flag.String("ordering", "concurrent", "the Caddy's ordering option (strict or concurrent)")
 		perWebhook   = flag.Int("per-webhook", 16, "the Caddy's per_webhook option")
-		versions     = flag.String("versions", "1.1 2", "the Caddy's versions option, also used by the drain's dispatcher: \"1.1 2\" or \"1.1\"")
+		versions     = flag.String("versions", "1.1", "the Caddy's versions option, also used by the drain's dispatcher: \"1.1 2\" or \"1.1\"")
 		only         = flag.String("only", "", "comma list of phases to run: saturation,fixed,memory,drain (default all)")
 		cpuProf      = flag.String("cpuprofile", "", "write a CPU profile of this process (load generator, upstream and the in-process drain; not the receiver, which has its own) to this file")
 		caddyPr      = flag.String("caddy-profile", "", "during the first saturation and fixed-rate round of each call and site, fetch a profile of Caddy from its admin endpoint into PREFIX.<call>.<site>.pprof and PREFIX.fixed-<call>.<site>.pprof")
@@ -224,12 +224,11 @@ func main() {
 		for i := range modes {
 			modes[i].http1Only = opts.http1Only
 		}
-		if !opts.http1Only {
-			// The last one over HTTP/1.1 only, for the versions trade-off.
-			m := modes[len(modes)-1]
-			m.http1Only = true
-			modes = append(modes, m)
-		}
+		// The last one over the other versions setting too, for the
+		// trade-off.
+		m := modes[len(modes)-1]
+		m.http1Only = !m.http1Only
+		modes = append(modes, m)
 		rates := map[drainMode]float64{}
 		for _, m := range modes {
 			res := drain(dir, rc, *backlog, rc.pool(), m)
