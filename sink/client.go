@@ -81,9 +81,13 @@ func NewClient(o ClientOptions) *http.Client {
 				RootCAs:            o.RootCAs,
 				NextProtos:         []string{"http/1.1"},
 				ClientSessionCache: tls.NewLRUClientSessionCache(64),
+				// Full-size records from the start, so that a request of
+				// up to 16 KiB is one record, one write.
+				DynamicRecordSizingDisabled: true,
 			},
 			handshakeTimeout: tr.TLSHandshakeTimeout,
 			maxIdlePerHost:   perHost,
+			maxIdle:          tr.MaxIdleConns,
 			idleTimeout:      tr.IdleConnTimeout,
 			maxHeaderBytes:   tr.MaxResponseHeaderBytes,
 		}

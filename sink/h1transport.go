@@ -14,7 +14,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+	"unicode/utf8"
+
+	"golang.org/x/net/idna"
 )
 
 // h1Transport is the delivery client's HTTP/1.1 transport (versions 1.1).
@@ -22,8 +26,9 @@ import (
 // net/http's Transport hands every request to two goroutines of the
 // connection (one writes it, one reads the response). This transport does
 // both on the caller's goroutine: it writes the request line, headers and
-// body with one Write, so one TLS record and one system call, and parses
-// the response with http.ReadResponse. Measured on 2 cores against a Go
+// body with one Write, so one TLS record and one system call for requests
+// up to 16 KiB (records are full-size from the start), and parses the
+// response with http.ReadResponse. Measured on 2 cores against a Go
 // receiver in another process, one POST of a delivery's size cost the
 // client about half the CPU of net/http's HTTP/1.1 client and a third of
 // its HTTP/2 client, and the receiver's net/http server a third of what
@@ -31,7 +36,8 @@ import (
 //
 // It sends only https requests whose body it can read into memory (a
 // delivery's is), never follows redirects, offers only http/1.1 in ALPN and
-// keeps up to maxIdlePerHost connections per host alive.
+// keeps up to maxIdlePerHost connections per host alive (maxIdle in all),
+// checking that the receiver has not closed one before reusing it.
 type h1Transport struct {
 	dial             func(ctx context.Context, network, addr string) (net.Conn, error)
 	tlsConfig        *tls.Config // NextProtos http/1.1; ServerName set per host
@@ -40,9 +46,12 @@ type h1Transport struct {
 	idleTimeout      time.Duration
 	maxHeaderBytes   int64
 
+	maxIdle int // idle connections in all
+
 	mu        sync.Mutex
 	idle      map[string][]*h1Conn // by host:port, most recently used last
-	lastSweep time.Time
+	idleCount int
+	sweeper   *time.Timer // closes expired idle connections while there are any
 }
 
 // h1Conn is one kept-alive connection.
@@ -74,34 +83,58 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if u == nil || u.Scheme != "https" || u.Host == "" {
 		return nil, errors.New("http/1.1 transport: only https URLs with a host are sent")
 	}
-	addr := u.Host
-	if u.Port() == "" {
-		addr = net.JoinHostPort(u.Hostname(), "443")
+	// A host name that is not ASCII is dialled, verified and sent in its
+	// ASCII (punycode) form, as net/http does.
+	hostname, err := asciiHost(u.Hostname())
+	if err != nil {
+		return nil, err
+	}
+	port := u.Port()
+	if port == "" {
+		port = "443"
+	}
+	addr := net.JoinHostPort(hostname, port)
+	if req.Host == "" && hostname != u.Hostname() {
+		req = req.Clone(req.Context())
+		req.Host = addr
+		if u.Port() == "" {
+			req.Host = hostname
+		}
 	}
 	ctx := req.Context()
-	// A kept-alive connection may have been closed by the receiver while
-	// idle, which shows only when the response is read: then the request
-	// goes once more, on a new connection. A delivery may arrive twice
-	// anyway (webhook-id tells the receiver), so this is no new risk.
-	for attempt := 0; ; attempt++ {
-		pc, reused, err := t.getConn(ctx, addr, u.Hostname())
-		if err != nil {
-			return nil, contextError(ctx, err)
-		}
-		resp, retry, err := t.exchange(ctx, pc, req, body)
-		if err == nil {
-			return resp, nil
-		}
-		if !reused || !retry || attempt > 0 || ctx.Err() != nil {
-			return nil, contextError(ctx, err)
-		}
+	// A kept-alive connection is checked before it is reused (connAlive),
+	// but the receiver may close it just then: if it fails before any
+	// byte of an answer, the request goes once more, on a new connection.
+	// The receiver closed it without answering, so it did not handle the
+	// request; and a delivery may arrive twice anyway (webhook-id tells).
+	pc, reused, err := t.getConn(ctx, addr, hostname)
+	if err != nil {
+		return nil, contextError(ctx, err)
 	}
+	resp, retry, err := t.exchange(ctx, pc, req, body, reused)
+	if err == nil {
+		return resp, nil
+	}
+	if !reused || !retry || ctx.Err() != nil {
+		return nil, contextError(ctx, err)
+	}
+	// The other idle connections to addr are as old or older.
+	t.closeIdle(addr)
+	if pc, _, err = t.dialConn(ctx, addr, hostname); err != nil {
+		return nil, contextError(ctx, err)
+	}
+	resp, _, err = t.exchange(ctx, pc, req, body, false)
+	if err != nil {
+		return nil, contextError(ctx, err)
+	}
+	return resp, nil
 }
 
 // exchange sends req on pc and reads its response's headers. retry is true
 // when the request failed before any byte of a response arrived, because
-// the connection was closed.
-func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Request, body []byte) (_ *http.Response, retry bool, _ error) {
+// the connection was closed or reset. retryable says the caller would
+// retry such a failure: the trace then does not hear of a failed write.
+func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Request, body []byte, retryable bool) (_ *http.Response, retry bool, _ error) {
 	// The context bounds the exchange: once it is done, the connection's
 	// deadline passes, and the error then wraps the context's.
 	_ = pc.conn.SetDeadline(time.Time{})
@@ -118,18 +151,26 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 		return fail(err, false)
 	}
 	_, err = pc.conn.Write(pc.wbuf)
+	if err != nil && retryable && isClosed(err) {
+		return fail(fmt.Errorf("writing request: %w", err), true)
+	}
 	if trace != nil && trace.WroteRequest != nil {
 		trace.WroteRequest(httptrace.WroteRequestInfo{Err: err})
 	}
 	if err != nil {
-		return fail(fmt.Errorf("writing request: %w", err), true)
+		return fail(fmt.Errorf("writing request: %w", err), false)
 	}
-	resp, err := t.readResponse(pc, req, trace)
+	// Nothing came back before the connection ended: the receiver closed
+	// it without handling the request. Any later failure is final.
+	if _, err := pc.br.Peek(1); err != nil {
+		return fail(fmt.Errorf("reading response: %w", err), isClosed(err))
+	}
+	if trace != nil && trace.GotFirstResponseByte != nil {
+		trace.GotFirstResponseByte()
+	}
+	resp, err := t.readResponse(pc, req)
 	if err != nil {
-		// Closed before anything came back: an idle connection the
-		// receiver had closed.
-		closed := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) || isReset(err)
-		return fail(err, closed)
+		return fail(err, false)
 	}
 	b := &h1Body{rc: resp.Body, t: t, pc: pc, stop: stop,
 		reusable: !resp.Close && resp.ProtoAtLeast(1, 1), eof: resp.Body == http.NoBody}
@@ -137,25 +178,33 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 	return resp, false, nil
 }
 
-// isReset reports whether err is a connection reset or broken pipe.
-func isReset(err error) bool {
-	s := err.Error()
-	return strings.Contains(s, "connection reset") || strings.Contains(s, "broken pipe")
+// asciiHost returns host, or its ASCII (punycode) form if it is not
+// ASCII.
+func asciiHost(host string) (string, error) {
+	for i := 0; i < len(host); i++ {
+		if host[i] >= utf8.RuneSelf {
+			h, err := idna.Lookup.ToASCII(host)
+			if err != nil {
+				return "", fmt.Errorf("host name %q: %w", host, err)
+			}
+			return h, nil
+		}
+	}
+	return host, nil
+}
+
+// isClosed reports whether err says the peer closed or reset the
+// connection.
+func isClosed(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // readResponse reads the response to req from pc, skipping 1xx
-// informational responses, and calls the trace's GotFirstResponseByte.
-func (t *h1Transport) readResponse(pc *h1Conn, req *http.Request, trace *httptrace.ClientTrace) (*http.Response, error) {
-	first := true
+// informational responses; their headers count against the limit too.
+func (t *h1Transport) readResponse(pc *h1Conn, req *http.Request) (*http.Response, error) {
+	pc.lr.N = t.maxHeaderBytes
 	for {
-		pc.lr.N = t.maxHeaderBytes
-		if first && trace != nil && trace.GotFirstResponseByte != nil {
-			if _, err := pc.br.Peek(1); err != nil {
-				return nil, fmt.Errorf("reading response: %w", err)
-			}
-			trace.GotFirstResponseByte()
-		}
-		first = false
 		resp, err := http.ReadResponse(pc.br, req)
 		if err != nil {
 			if pc.lr.N <= 0 {
@@ -163,13 +212,13 @@ func (t *h1Transport) readResponse(pc *h1Conn, req *http.Request, trace *httptra
 			}
 			return nil, fmt.Errorf("reading response: %w", err)
 		}
-		pc.lr.N = math.MaxInt64
 		switch {
 		case resp.StatusCode == http.StatusSwitchingProtocols:
 			return nil, errors.New("unexpected 101 Switching Protocols")
 		case resp.StatusCode >= 100 && resp.StatusCode < 200:
 			continue // informational: the final response follows
 		}
+		pc.lr.N = math.MaxInt64
 		return resp, nil
 	}
 }
@@ -266,30 +315,32 @@ func validHeaderValue(s string) bool {
 	return true
 }
 
-// getConn returns an idle connection to addr, or dials a new one; reused
-// says which.
+// getConn returns a live idle connection to addr, or dials a new one;
+// reused says which. Idle connections found expired or closed by the
+// receiver (connAlive) are closed.
 func (t *h1Transport) getConn(ctx context.Context, addr, serverName string) (_ *h1Conn, reused bool, _ error) {
 	now := time.Now()
-	t.mu.Lock()
-	var stale []*h1Conn
-	var pc *h1Conn
-	for idle := t.idle[addr]; len(idle) > 0; idle = t.idle[addr] {
-		c := idle[len(idle)-1]
-		t.idle[addr] = idle[:len(idle)-1]
-		if now.Sub(c.idleSince) > t.idleTimeout {
-			stale = append(stale, c)
-			continue
+	for {
+		t.mu.Lock()
+		var pc *h1Conn
+		if idle := t.idle[addr]; len(idle) > 0 {
+			pc = idle[len(idle)-1]
+			t.setIdle(addr, idle[:len(idle)-1])
 		}
-		pc = c
-		break
+		t.mu.Unlock()
+		if pc == nil {
+			return t.dialConn(ctx, addr, serverName)
+		}
+		if now.Sub(pc.idleSince) <= t.idleTimeout && connAlive(pc.conn) {
+			return pc, true, nil
+		}
+		_ = pc.conn.Close()
 	}
-	t.mu.Unlock()
-	for _, c := range stale {
-		_ = c.conn.Close()
-	}
-	if pc != nil {
-		return pc, true, nil
-	}
+}
+
+// dialConn dials addr, through the transport's dialer, and does the TLS
+// handshake.
+func (t *h1Transport) dialConn(ctx context.Context, addr, serverName string) (_ *h1Conn, reused bool, _ error) {
 	raw, err := t.dial(ctx, "tcp", addr)
 	if err != nil {
 		return nil, false, err
@@ -310,48 +361,79 @@ func (t *h1Transport) getConn(ctx context.Context, addr, serverName string) (_ *
 		_ = tc.Close()
 		return nil, false, fmt.Errorf("receiver chose protocol %q, not http/1.1", p)
 	}
-	pc = &h1Conn{addr: addr, conn: tc}
+	pc := &h1Conn{addr: addr, conn: tc}
 	pc.lr = io.LimitedReader{R: tc, N: math.MaxInt64}
 	pc.br = bufio.NewReader(&pc.lr)
 	return pc, false, nil
 }
 
-// putIdle keeps pc for reuse, unless addr has enough idle connections; it
-// also closes connections idle for longer than idleTimeout, at most once
-// per half of it.
+// setIdle sets addr's idle connections, keeping the total count. The
+// caller holds t.mu.
+func (t *h1Transport) setIdle(addr string, conns []*h1Conn) {
+	t.idleCount += len(conns) - len(t.idle[addr])
+	if len(conns) == 0 {
+		delete(t.idle, addr)
+		return
+	}
+	t.idle[addr] = conns
+}
+
+// putIdle keeps pc for reuse, unless addr has maxIdlePerHost idle
+// connections or the transport maxIdle in all; while any is kept, a timer
+// closes those idle for longer than idleTimeout.
 func (t *h1Transport) putIdle(pc *h1Conn) {
-	now := time.Now()
-	pc.idleSince = now
-	var closing []*h1Conn
+	pc.idleSince = time.Now()
 	t.mu.Lock()
 	if t.idle == nil {
 		t.idle = make(map[string][]*h1Conn)
 	}
-	if len(t.idle[pc.addr]) < t.maxIdlePerHost {
-		t.idle[pc.addr] = append(t.idle[pc.addr], pc)
-	} else {
-		closing = append(closing, pc)
+	idle := t.idle[pc.addr]
+	if len(idle) >= t.maxIdlePerHost || t.idleCount >= t.maxIdle {
+		t.mu.Unlock()
+		_ = pc.conn.Close()
+		return
 	}
-	if now.Sub(t.lastSweep) > t.idleTimeout/2 {
-		t.lastSweep = now
-		for addr, idle := range t.idle {
-			kept := idle[:0]
-			for _, c := range idle {
-				if now.Sub(c.idleSince) > t.idleTimeout {
-					closing = append(closing, c)
-					continue
-				}
-				kept = append(kept, c)
+	t.setIdle(pc.addr, append(idle, pc))
+	if t.sweeper == nil {
+		t.sweeper = time.AfterFunc(t.idleTimeout, t.sweep)
+	}
+	t.mu.Unlock()
+}
+
+// sweep closes the connections idle for longer than idleTimeout, and
+// comes back while any idle connection is left.
+func (t *h1Transport) sweep() {
+	now := time.Now()
+	var closing []*h1Conn
+	t.mu.Lock()
+	for addr, idle := range t.idle {
+		kept := make([]*h1Conn, 0, len(idle))
+		for _, c := range idle {
+			if now.Sub(c.idleSince) > t.idleTimeout {
+				closing = append(closing, c)
+				continue
 			}
-			if len(kept) == 0 {
-				delete(t.idle, addr)
-			} else {
-				t.idle[addr] = kept
-			}
+			kept = append(kept, c)
 		}
+		t.setIdle(addr, kept)
+	}
+	t.sweeper = nil
+	if t.idleCount > 0 {
+		t.sweeper = time.AfterFunc(t.idleTimeout/2, t.sweep)
 	}
 	t.mu.Unlock()
 	for _, c := range closing {
+		_ = c.conn.Close()
+	}
+}
+
+// closeIdle closes addr's idle connections.
+func (t *h1Transport) closeIdle(addr string) {
+	t.mu.Lock()
+	idle := t.idle[addr]
+	t.setIdle(addr, nil)
+	t.mu.Unlock()
+	for _, c := range idle {
 		_ = c.conn.Close()
 	}
 }
@@ -361,7 +443,11 @@ func (t *h1Transport) putIdle(pc *h1Conn) {
 func (t *h1Transport) CloseIdleConnections() {
 	t.mu.Lock()
 	idle := t.idle
-	t.idle = nil
+	t.idle, t.idleCount = nil, 0
+	if t.sweeper != nil {
+		t.sweeper.Stop()
+		t.sweeper = nil
+	}
 	t.mu.Unlock()
 	for _, conns := range idle {
 		for _, c := range conns {

@@ -150,6 +150,43 @@ func TestH1TransportSendsTheRequestIntact(t *testing.T) {
 	}
 }
 
+// TestH1TransportWritesALargeRequestOnce: a 12 KiB delivery on a
+// kept-alive connection is still one write: TLS records are full-size from
+// the connection's start.
+func TestH1TransportWritesALargeRequestOnce(t *testing.T) {
+	url, pool, _ := rawTLSServer(t, func(c net.Conn, br *bufio.Reader) {
+		for readRequest(t, br) != nil {
+			io.WriteString(c, "HTTP/1.1 204 No Content\r\n\r\n")
+		}
+	})
+	c := h1Client(pool)
+	defer c.CloseIdleConnections()
+	var writes atomic.Int32
+	tr := c.Transport.(*h1Transport)
+	dial := tr.dial
+	tr.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &countingConn{Conn: conn, writes: &writes}, nil
+	}
+	body := strings.Repeat("x", 12<<10)
+	for i := range 2 {
+		before := writes.Load()
+		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+		resp, err := c.Transport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if n := writes.Load() - before; i == 1 && n != 1 {
+			t.Errorf("12 KiB request on a kept-alive connection written in %d writes, want 1", n)
+		}
+	}
+}
+
 // countingConn counts Write calls.
 type countingConn struct {
 	net.Conn
@@ -211,36 +248,91 @@ func TestH1TransportKeepsAndDropsConnections(t *testing.T) {
 	}
 }
 
-// TestH1TransportRetriesWhenAnIdleConnectionWasClosed: a receiver that
-// closed a kept-alive connection while it was idle costs the request a new
-// connection, not a failed attempt.
-func TestH1TransportRetriesWhenAnIdleConnectionWasClosed(t *testing.T) {
-	var served atomic.Int32
-	url, pool, conns := rawTLSServer(t, func(c net.Conn, br *bufio.Reader) {
-		if readRequest(t, br) == nil {
-			return
-		}
-		served.Add(1)
-		// Keep-alive offered, then the connection closes: as a receiver
-		// whose idle timeout passed.
-		io.WriteString(c, "HTTP/1.1 204 No Content\r\n\r\n")
-	})
-	c := h1Client(pool)
-	defer c.CloseIdleConnections()
-	for i := range 3 {
-		resp, _, err := post(context.Background(), c, url)
-		if err != nil {
-			t.Fatalf("request %d: %v", i, err)
-		}
-		if resp.StatusCode != http.StatusNoContent {
-			t.Fatalf("request %d: status %d", i, resp.StatusCode)
-		}
-	}
-	if got := served.Load(); got != 3 {
-		t.Errorf("receiver served %d requests, want 3", got)
-	}
-	if got := conns.Load(); got != 3 {
-		t.Errorf("%d connections, want 3 (one per request)", got)
+// TestH1TransportReusesOnlyLiveConnections: a kept-alive connection the
+// receiver closed, or wrote to unasked, while it was idle costs the request
+// a new connection, not a failed attempt; but a request the receiver began
+// to answer is never sent again.
+func TestH1TransportReusesOnlyLiveConnections(t *testing.T) {
+	const ok = "HTTP/1.1 204 No Content\r\n\r\n"
+	for _, tc := range []struct {
+		name string
+		// second is what the receiver does with a connection's second
+		// request: it has already read it.
+		second     func(c net.Conn)
+		concurrent bool // the first requests run two at a time
+		wantErr    string
+		wantConns  int32
+		wantReqs   int32 // requests the receiver read
+	}{
+		{name: "closed while idle", wantConns: 3, wantReqs: 3},
+		{name: "two closed while idle", concurrent: true, wantConns: 3, wantReqs: 3},
+		{name: "408 while idle", wantConns: 3, wantReqs: 3},
+		{name: "closed with the next request unanswered", second: func(net.Conn) {}, wantConns: 3, wantReqs: 5},
+		{name: "closed after the first byte of an answer", second: func(c net.Conn) { io.WriteString(c, "HTTP/1.1 200") }, wantErr: "unexpected EOF", wantConns: 2, wantReqs: 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var reqs atomic.Int32
+			url, pool, conns := rawTLSServer(t, func(c net.Conn, br *bufio.Reader) {
+				if readRequest(t, br) == nil {
+					return
+				}
+				reqs.Add(1)
+				io.WriteString(c, ok)
+				switch {
+				case tc.second != nil:
+					if readRequest(t, br) != nil {
+						reqs.Add(1)
+						tc.second(c)
+					}
+				case tc.name == "408 while idle":
+					io.WriteString(c, "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n")
+				}
+				// Returning closes the connection.
+			})
+			c := h1Client(pool)
+			defer c.CloseIdleConnections()
+			first := 2
+			if tc.concurrent {
+				first = 3
+				var wg sync.WaitGroup
+				for range 2 {
+					wg.Go(func() {
+						if _, _, err := post(context.Background(), c, url); err != nil {
+							t.Error(err)
+						}
+					})
+				}
+				wg.Wait()
+			} else if _, _, err := post(context.Background(), c, url); err != nil {
+				t.Fatal(err)
+			}
+			// Each connection the first request(s) left idle is closed by
+			// now, or about to be: wait until the receiver's side is.
+			waitFor(t, "the first requests", func() bool { return reqs.Load() >= int32(first-1) })
+			var lastErr error
+			for i := first; i <= 3; i++ {
+				resp, _, err := post(context.Background(), c, url)
+				if err != nil {
+					lastErr = err
+					continue
+				}
+				if resp.StatusCode != http.StatusNoContent {
+					t.Errorf("request %d: status %d, want 204", i, resp.StatusCode)
+				}
+			}
+			switch {
+			case tc.wantErr == "" && lastErr != nil:
+				t.Errorf("error %v", lastErr)
+			case tc.wantErr != "" && (lastErr == nil || !strings.Contains(lastErr.Error(), tc.wantErr)):
+				t.Errorf("error %v, want one with %q", lastErr, tc.wantErr)
+			}
+			if got := conns.Load(); got != tc.wantConns {
+				t.Errorf("%d connections, want %d", got, tc.wantConns)
+			}
+			if got := reqs.Load(); got != tc.wantReqs {
+				t.Errorf("receiver read %d requests, want %d", got, tc.wantReqs)
+			}
+		})
 	}
 }
 
