@@ -332,8 +332,8 @@ const stopDrain = time.Second
 // without being recorded, and their deliveries put back in the outbox, due
 // at once (the next dispatcher, after a reload, sends them; an attempt that
 // cannot be put back keeps its lease and is delivered again once it
-// expires). Stop is idempotent; it returns ctx.Err() when it gave up
-// waiting.
+// expires). Once no attempt runs, it closes the client's idle connections.
+// Stop is idempotent; it returns ctx.Err() when it gave up waiting.
 func (d *Dispatcher) Stop(ctx context.Context) error {
 	d.stopOnce.Do(func() { close(d.stopCh) })
 	// Without a running loop, make a later Start a no-op and the loop count
@@ -343,6 +343,10 @@ func (d *Dispatcher) Stop(ctx context.Context) error {
 	go func() {
 		<-d.loopDone
 		d.attempts.Wait()
+		// No attempt will use them: a dispatcher of a config reloaded
+		// away should not keep connections to receivers open until they
+		// expire.
+		d.client.CloseIdleConnections()
 		close(done)
 	}()
 	select {

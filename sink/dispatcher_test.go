@@ -106,8 +106,9 @@ func newHarness(t *testing.T, mod func(h *harness, c *Config)) *harness {
 	core, logs := observer.New(zapcore.DebugLevel)
 	h := &harness{t: t, st: st, clock: &testClock{}, res: &resultLog{}, logs: logs, pool: testPool(t)}
 	h.cfg = Config{
-		Outbox:    st,
-		Client:    NewClient(ClientOptions{Policy: Policy{AllowPrivate: true}, RootCAs: h.pool}),
+		Outbox: st,
+		// The transport the app uses by default (versions 1.1).
+		Client:    NewClient(ClientOptions{Policy: Policy{AllowPrivate: true}, RootCAs: h.pool, HTTP1Only: true}),
 		Schedule:  Schedule{5 * time.Millisecond},
 		Timeout:   5 * time.Second,
 		UserAgent: "sink-test/1",
@@ -151,6 +152,7 @@ type receiver struct {
 	mu     sync.Mutex
 	reqs   []received
 	n      atomic.Int32 // requests that entered the handler
+	open   atomic.Int32 // connections open
 }
 
 // newReceiver starts a receiver; respond is called with the 0-based index
@@ -188,6 +190,14 @@ func (h *harness) newReceiverH2(h2 bool, respond func(i int, w http.ResponseWrit
 		respond(i, w, r)
 	}))
 	rc.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	rc.srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			rc.open.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			rc.open.Add(-1)
+		}
+	}
 	rc.srv.EnableHTTP2 = h2
 	rc.srv.StartTLS()
 	h.t.Cleanup(rc.srv.Close)
@@ -1165,6 +1175,24 @@ func TestConcurrentOrderingFillsPerWebhook(t *testing.T) {
 }
 
 func TestStop(t *testing.T) {
+	t.Run("closes idle connections", func(t *testing.T) {
+		h := newHarness(t, nil)
+		rc := h.newReceiver(nil)
+		open := &rc.open
+		w := h.webhook(rc)
+		d := h.enqueue(w.ID, 1)[0]
+		h.d.Start()
+		h.waitState(d.ID, store.StateSucceeded)
+		if n := open.Load(); n != 1 {
+			t.Fatalf("%d connections open after a delivery, want 1 kept alive", n)
+		}
+		if err := h.d.Stop(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		// A stopped dispatcher (a config reloaded away) holds no
+		// connection to receivers.
+		waitFor(t, "the receiver to see its connection closed", func() bool { return open.Load() == 0 })
+	})
 	t.Run("before start", func(t *testing.T) {
 		h := newHarness(t, nil)
 		h.d.Notify()
