@@ -107,16 +107,7 @@ func TestH1TransportSendsTheRequestIntact(t *testing.T) {
 	})
 	c := h1Client(pool)
 	defer c.CloseIdleConnections()
-	var writes atomic.Int32
-	tr := c.Transport.(*h1Transport)
-	dial := tr.dial
-	tr.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		conn, err := dial(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return &countingConn{Conn: conn, writes: &writes}, nil
-	}
+	writes := countWrites(c)
 	for i := range 2 {
 		// The first request also carries the handshake's writes.
 		before := writes.Load()
@@ -161,16 +152,7 @@ func TestH1TransportWritesALargeRequestOnce(t *testing.T) {
 	})
 	c := h1Client(pool)
 	defer c.CloseIdleConnections()
-	var writes atomic.Int32
-	tr := c.Transport.(*h1Transport)
-	dial := tr.dial
-	tr.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		conn, err := dial(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return &countingConn{Conn: conn, writes: &writes}, nil
-	}
+	writes := countWrites(c)
 	body := strings.Repeat("x", 12<<10)
 	for i := range 2 {
 		before := writes.Load()
@@ -185,6 +167,22 @@ func TestH1TransportWritesALargeRequestOnce(t *testing.T) {
 			t.Errorf("12 KiB request on a kept-alive connection written in %d writes, want 1", n)
 		}
 	}
+}
+
+// countWrites makes c's transport count the writes on the connections it
+// dials from now on.
+func countWrites(c *http.Client) *atomic.Int32 {
+	writes := new(atomic.Int32)
+	tr := c.Transport.(*h1Transport)
+	dial := tr.dial
+	tr.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &countingConn{Conn: conn, writes: writes}, nil
+	}
+	return writes
 }
 
 // countingConn counts Write calls.
