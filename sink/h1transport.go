@@ -105,8 +105,9 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// A kept-alive connection is checked before it is reused (connAlive),
 	// but the receiver may close it just then: if it fails before any
 	// byte of an answer, the request goes once more, on a new connection.
-	// The receiver closed it without answering, so it did not handle the
-	// request; and a delivery may arrive twice anyway (webhook-id tells).
+	// A receiver that closes a connection without answering has most
+	// likely closed an idle one and not handled the request; and a
+	// delivery may arrive twice anyway (webhook-id tells).
 	pc, reused, err := t.getConn(ctx, addr, hostname)
 	if err != nil {
 		return nil, contextError(ctx, err)
