@@ -269,8 +269,12 @@ func TestH1TransportReusesOnlyLiveConnections(t *testing.T) {
 		{name: "closed after the first byte of an answer", second: func(c net.Conn) { io.WriteString(c, "HTTP/1.1 200") }, wantErr: "unexpected EOF", wantConns: 2, wantReqs: 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var reqs atomic.Int32
+			var reqs, finished atomic.Int32
 			url, pool, conns := rawTLSServer(t, func(c net.Conn, br *bufio.Reader) {
+				defer func() {
+					c.Close()
+					finished.Add(1)
+				}()
 				if readRequest(t, br) == nil {
 					return
 				}
@@ -304,11 +308,18 @@ func TestH1TransportReusesOnlyLiveConnections(t *testing.T) {
 			} else if _, _, err := post(context.Background(), c, url); err != nil {
 				t.Fatal(err)
 			}
-			// Each connection the first request(s) left idle is closed by
-			// now, or about to be: wait until the receiver's side is.
-			waitFor(t, "the first requests", func() bool { return reqs.Load() >= int32(first-1) })
+			// Wait until the receiver has closed (or, with a second
+			// request to read, kept) the connections the first requests
+			// left idle, its 408 written first: otherwise the 408 could
+			// still be on its way when the next request is written, and
+			// answer it, as it would with any HTTP/1.1 client.
 			var lastErr error
 			for i := first; i <= 3; i++ {
+				if tc.second == nil {
+					waitFor(t, "the receiver to close", func() bool { return finished.Load() >= int32(i-1) })
+				} else {
+					waitFor(t, "the earlier requests", func() bool { return reqs.Load() >= int32(i-1) })
+				}
 				resp, _, err := post(context.Background(), c, url)
 				if err != nil {
 					lastErr = err
