@@ -1,7 +1,6 @@
 package store
 
 import (
-	"encoding/json"
 	"fmt"
 	"time"
 	"unicode/utf8"
@@ -92,7 +91,7 @@ func (s *Store) ListAttempts(webhookID, cursor string, limit int) ([]Attempt, st
 				return nil
 			}
 			var a Attempt
-			if err := item.Value(func(val []byte) error { return json.Unmarshal(val, &a) }); err != nil {
+			if err := item.Value(func(val []byte) error { return decodeRecord(val, &a) }); err != nil {
 				return fmt.Errorf("decoding attempt %x: %w", item.Key(), err)
 			}
 			attempts = append(attempts, a)

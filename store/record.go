@@ -8,13 +8,14 @@ import (
 	"time"
 )
 
-// Events and deliveries, the records written and read for every delivery,
-// are stored in a compact binary form: a version byte, then their fields
+// Events, deliveries and attempts, the records written and read for every
+// delivery, are stored in a compact binary form: a version byte, then their fields
 // in a fixed order, strings and byte slices as a uvarint length and the
 // bytes, integers as varints, times as Unix seconds (varint) and
 // nanoseconds (uvarint), read back in UTC. Encoding and decoding them as
-// JSON, with the payload in base64, was about 9 % of the CPU of a drain.
-// Every other record (webhooks, health, attempts, watches) stays JSON.
+// JSON, with the payload in base64, was about 9 % of the CPU of a drain;
+// encoding attempts as JSON was 3 % of Caddy's at 2,000 deliveries/s.
+// Every other record (webhooks, health, watches) stays JSON.
 //
 // Values written by earlier versions are JSON, which starts with '{', so
 // decodeRecord tells the two apart by the first byte and reads both. An
@@ -210,8 +211,34 @@ func (d *Delivery) decodeRecord(r *recordReader) {
 	r.end()
 }
 
+func (a *Attempt) appendRecord(b []byte) []byte {
+	b = appendString(b, a.DeliveryID)
+	b = appendString(b, a.EventID)
+	b = appendString(b, a.WebhookID)
+	b = binary.AppendVarint(b, int64(a.Number))
+	b = appendTime(b, a.At)
+	b = binary.AppendVarint(b, int64(a.Duration))
+	b = binary.AppendVarint(b, int64(a.Status))
+	b = appendString(b, a.Error)
+	return appendString(b, a.ResponseBody)
+}
+
+func (a *Attempt) decodeRecord(r *recordReader) {
+	a.DeliveryID = r.string()
+	a.EventID = r.string()
+	a.WebhookID = r.string()
+	a.Number = r.int()
+	a.At = r.time()
+	a.Duration = time.Duration(r.varint())
+	a.Status = r.int()
+	a.Error = r.string()
+	a.ResponseBody = r.string()
+	r.end()
+}
+
 // Interface guards.
 var (
 	_ record = (*Event)(nil)
 	_ record = (*Delivery)(nil)
+	_ record = (*Attempt)(nil)
 )

@@ -21,11 +21,18 @@ func recordSamples() []any {
 			CreatedAt: at, UpdatedAt: at.Add(time.Minute),
 		},
 		&Delivery{ID: "msg_2", Attempts: -1, LastStatus: -1, CreatedAt: time.Date(1, 1, 1, 0, 0, 0, 1, time.UTC)},
+		&Attempt{},
+		&Attempt{
+			DeliveryID: "msg_1", EventID: "evt_1", WebhookID: "wh_1", Number: 7, At: at,
+			Duration: 1500 * time.Millisecond, Status: 503, Error: "HTTP 503", ResponseBody: "busy\n\u00e9\x00",
+		},
+		&Attempt{Number: -1, Duration: -time.Nanosecond, Status: -1, At: time.Date(1, 1, 1, 0, 0, 0, 1, time.UTC)},
 	}
 }
 
-// TestRecordRoundTrip checks that events and deliveries come back from the
-// binary form exactly as they went in (times in UTC), zero times included.
+// TestRecordRoundTrip checks that events, deliveries and attempts come back
+// from the binary form exactly as they went in (times in UTC), zero times
+// included.
 func TestRecordRoundTrip(t *testing.T) {
 	for _, v := range recordSamples() {
 		enc, err := encodeRecord(v)
