@@ -19,7 +19,7 @@ import (
 //	wq/, ws/, wsp/, wn/, hl/, wo/             per-webhook queues, their schedule and health, the age index
 //	                                          of displaced pending deliveries (schedule.go, ageindex.go)
 //	q/<due nanos><seq>                        "<deliveryID>/<webhookID>"; earlier versions' single queue, migrated at open
-//	at/<webhookID>/<^at nanos><^attempt seq>  JSON Attempt (TTL); newest first
+//	at/<webhookID>/<^at nanos><^attempt seq>  Attempt record (TTL; JSON from earlier versions); newest first
 //	ls/<deliveryID>                           empty; a lease of earlier versions (leases now live in memory), released at open
 //	wt/<watchID>                              JSON Watch (TTL: deadline + 1 day); never credentials
 //	seq/delivery, seq/attempt                 Badger sequences
