@@ -268,8 +268,8 @@ func appendRequest(b []byte, req *http.Request, body []byte) ([]byte, error) {
 		if !validToken(name) {
 			return b, fmt.Errorf("invalid header name %q", name)
 		}
-		switch http.CanonicalHeaderKey(name) {
-		case "Host", "Content-Length", "Transfer-Encoding", "Connection":
+		if strings.EqualFold(name, "Host") || strings.EqualFold(name, "Content-Length") ||
+			strings.EqualFold(name, "Transfer-Encoding") || strings.EqualFold(name, "Connection") {
 			continue // written here, or not at all
 		}
 		for _, v := range values {

@@ -449,3 +449,34 @@ func TestH1TransportRefusesWhatItCannotSend(t *testing.T) {
 	}
 
 }
+
+// TestH1TransportWritesFramingItself: Host, Content-Length, Connection and
+// Transfer-Encoding set by the caller, in any case, are not sent: the
+// transport writes the framing from the request itself.
+func TestH1TransportWritesFramingItself(t *testing.T) {
+	got := make(chan *http.Request, 1)
+	url, pool, _ := rawTLSServer(t, func(c net.Conn, br *bufio.Reader) {
+		got <- readRequest(t, br)
+		io.WriteString(c, "HTTP/1.1 204 No Content\r\n\r\n")
+	})
+	c := h1Client(pool)
+	defer c.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader("{}"))
+	req.Header["content-length"] = []string{"999"}
+	req.Header["Connection"] = []string{"close"}
+	req.Header["HOST"] = []string{"evil.example"}
+	req.Header["Transfer-Encoding"] = []string{"chunked"}
+	resp, err := c.Transport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	r := <-got
+	if r == nil {
+		t.Fatal("the receiver could not read the request")
+	}
+	body, _ := io.ReadAll(r.Body)
+	if r.ContentLength != 2 || string(body) != "{}" || r.Host != strings.TrimPrefix(url, "https://") || r.Close || len(r.TransferEncoding) != 0 {
+		t.Errorf("receiver saw Content-Length %d, body %q, Host %q, Close %v, Transfer-Encoding %v", r.ContentLength, body, r.Host, r.Close, r.TransferEncoding)
+	}
+}
