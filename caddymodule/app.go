@@ -417,15 +417,15 @@ func (a *App) enqueue(payloads []events.Payload) (int, error) {
 		countDerived(payloads)
 		return 0, nil
 	}
-	ds, err := st.Enqueue(evs, now)
+	fresh, err := st.EnqueueFresh(evs, now)
 	if err != nil {
 		return 0, err
 	}
 	countDerived(payloads)
-	if len(ds) > 0 {
-		a.dispatcher.Notify()
-	}
-	return len(ds), nil
+	// Started at once when nothing is queued ahead of them; otherwise the
+	// dispatcher's loop claims them.
+	a.dispatcher.Offer(fresh)
+	return len(fresh), nil
 }
 
 // lazyOutbox lets the dispatcher reach the store through the shared handle,
@@ -444,6 +444,14 @@ func (o lazyOutbox) ClaimDue(now time.Time, lease time.Duration, limit int, acce
 		return nil, err
 	}
 	return st.ClaimDue(now, lease, limit, accept)
+}
+
+func (o lazyOutbox) Handoff(fresh []store.Fresh, now time.Time, lease time.Duration, accept func(string) bool) []store.Claimed {
+	st, err := o.st()
+	if err != nil {
+		return nil
+	}
+	return st.Handoff(fresh, now, lease, accept)
 }
 
 func (o lazyOutbox) Complete(id string, at *store.Attempt, out store.Outcome, now time.Time) error {
@@ -484,4 +492,5 @@ var (
 	_ caddy.Validator    = (*App)(nil)
 	_ caddy.CleanerUpper = (*App)(nil)
 	_ sink.Outbox        = lazyOutbox{}
+	_ sink.Handoffer     = lazyOutbox{}
 )

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -170,6 +171,12 @@ type Dispatcher struct {
 	poll          time.Duration // pollInterval, longer in tests
 	concurrent    bool          // OrderingConcurrent: no gates
 
+	// claimMu is held by the loop while it claims and launches, and by an
+	// Offer while it hands off and launches, so that the attempts to a
+	// webhook are launched in queue order. An Offer that finds it held
+	// leaves its deliveries to the loop.
+	claimMu sync.Mutex
+
 	wakeCh   chan struct{}
 	stopCh   chan struct{}
 	loopDone chan struct{}
@@ -180,7 +187,9 @@ type Dispatcher struct {
 
 	startOnce sync.Once
 	stopOnce  sync.Once
-	attempts  sync.WaitGroup
+	// started is set once Start has run the loop.
+	started  atomic.Bool
+	attempts sync.WaitGroup
 
 	mu       sync.Mutex
 	inflight int                 // attempts launched and not finished
@@ -309,6 +318,7 @@ func New(c Config) *Dispatcher {
 // Calls after the first, or after Stop, do nothing.
 func (d *Dispatcher) Start() {
 	d.startOnce.Do(func() {
+		d.started.Store(true)
 		go d.loop()
 	})
 }
@@ -342,6 +352,12 @@ func (d *Dispatcher) Stop(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		<-d.loopDone
+		// An Offer that saw the dispatcher running has launched its
+		// attempts (counted in attempts) once it lets go of claimMu;
+		// later ones launch nothing.
+		d.claimMu.Lock()
+		//lint:ignore SA2001 an empty critical section: waiting for it is the point
+		d.claimMu.Unlock()
 		d.attempts.Wait()
 		// No attempt will use them: a dispatcher of a config reloaded
 		// away should not keep connections to receivers open until they
@@ -427,55 +443,10 @@ func (d *Dispatcher) iterate() (wait time.Duration) {
 		d.lastClaimCost = min(d.lastClaimEnd.Sub(claimStart), claimCoalesce)
 	}()
 
-	// accept reserves capacity for each candidate it accepts; reservations
-	// are dropped once ClaimDue returns, the launched attempts replacing
-	// them. A rejection is final for the rest of the scan: capacity freed
-	// meanwhile must not let a later delivery of a webhook overtake an
-	// earlier one that was turned down.
-	reserved := make(map[string]int)
-	reservedTotal := 0
-	rejected := make(map[string]bool)
-	full := false
-	accept := func(webhookID string) bool {
-		if full || rejected[webhookID] {
-			return false
-		}
-		limit := d.perWebhook
-		switch h := d.out.Health(webhookID); {
-		case h.HoldUntil.After(now):
-			rejected[webhookID] = true // paused, or asked to wait
-			return false
-		case h.Breaker == store.BreakerOpen:
-			limit = 1 // one probe at a time
-		}
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		if d.inflight+reservedTotal >= d.workers {
-			full = true
-			d.held = true
-			return false
-		}
-		n := reserved[webhookID]
-		if l := d.lanes[webhookID]; l != nil {
-			n += l.inflight
-		}
-		if n >= limit {
-			rejected[webhookID] = true
-			d.held = true
-			return false
-		}
-		reserved[webhookID]++
-		reservedTotal++
-		return true
-	}
-
-	claims, err := d.out.ClaimDue(now, d.lease, free, accept)
+	claims, err := d.claimAndLaunch(now, free)
 	if err != nil {
 		d.loopError("claiming due webhook deliveries", err)
 		return d.poll
-	}
-	for i := range claims {
-		d.launch(claims[i])
 	}
 	d.mu.Lock()
 	ended := d.endings != endings
@@ -517,6 +488,69 @@ func (d *Dispatcher) iterate() (wait time.Duration) {
 		return d.poll
 	}
 	return min(max(next.Sub(d.now()), 0), d.poll)
+}
+
+// claimAndLaunch claims up to free due deliveries and launches them. It
+// holds claimMu, so that it does not interleave with an Offer.
+func (d *Dispatcher) claimAndLaunch(now time.Time, free int) ([]store.Claimed, error) {
+	d.claimMu.Lock()
+	defer d.claimMu.Unlock()
+	claims, err := d.out.ClaimDue(now, d.lease, free, d.acceptor(now, true))
+	if err != nil {
+		return nil, err
+	}
+	for i := range claims {
+		d.launch(claims[i])
+	}
+	return claims, nil
+}
+
+// acceptor returns the accept function of one claim at now (see
+// Outbox.ClaimDue): it reserves capacity for each candidate it accepts,
+// within Workers and PerWebhook (one probe while the webhook's breaker is
+// open, none while its hold lasts); reservations are dropped once the
+// claim returns, the launched attempts replacing them. A rejection is
+// final for the rest of the claim: capacity freed meanwhile must not let a
+// later delivery of a webhook overtake an earlier one that was turned
+// down. With setHeld, a rejection for want of capacity sets held, so that
+// the attempt that frees it wakes the loop.
+func (d *Dispatcher) acceptor(now time.Time, setHeld bool) func(webhookID string) bool {
+	reserved := make(map[string]int)
+	reservedTotal := 0
+	rejected := make(map[string]bool)
+	full := false
+	return func(webhookID string) bool {
+		if full || rejected[webhookID] {
+			return false
+		}
+		limit := d.perWebhook
+		switch h := d.out.Health(webhookID); {
+		case h.HoldUntil.After(now):
+			rejected[webhookID] = true // paused, or asked to wait
+			return false
+		case h.Breaker == store.BreakerOpen:
+			limit = 1 // one probe at a time
+		}
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.inflight+reservedTotal >= d.workers {
+			full = true
+			d.held = d.held || setHeld
+			return false
+		}
+		n := reserved[webhookID]
+		if l := d.lanes[webhookID]; l != nil {
+			n += l.inflight
+		}
+		if n >= limit {
+			rejected[webhookID] = true
+			d.held = d.held || setHeld
+			return false
+		}
+		reserved[webhookID]++
+		reservedTotal++
+		return true
+	}
 }
 
 // loopErrorEvery is how often loopError writes a line while the loop's

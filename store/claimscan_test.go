@@ -238,7 +238,7 @@ func TestLeasesForgetChanges(t *testing.T) {
 	if keptX || !keptY {
 		t.Errorf("after the first claim ended: x kept %v, y kept %v; want only y", keptX, keptY)
 	}
-	l.written([]string{"z"}, false)
+	l.written([]string{"z"}, false, nil)
 	if got := l.changedSince(b, []string{"z"}); got["z"] {
 		t.Error("z changed after a batch that did not commit")
 	}

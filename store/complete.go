@@ -88,7 +88,7 @@ func (s *Store) completer() {
 // split in halves.
 func (s *Store) completeBatch(batch []*completion) {
 	results := make([]error, len(batch))
-	var delta int64
+	var delta queueDelta
 	var requeued []queuedKey
 	var aged [][]byte
 	ids := make([]string, len(batch))
@@ -101,7 +101,7 @@ func (s *Store) completeBatch(batch []*completion) {
 	s.leases.writing(ids)
 	s.releaseMu.Lock()
 	err := s.update(func(txn *badger.Txn) error {
-		delta, requeued, aged = 0, requeued[:0], aged[:0]
+		delta, requeued, aged = queueDelta{}, requeued[:0], aged[:0]
 		// Read first, write after: every event a completion may finish a
 		// delivery of is read once, before anything is written; the batch
 		// lowers its count in memory and writes it once, at the end. A
@@ -129,7 +129,7 @@ func (s *Store) completeBatch(batch []*completion) {
 			}
 		}
 		for i, c := range batch {
-			results[i] = s.completeOne(txn, c, deliveries[c.deliveryID], events, &delta, &requeued, &aged)
+			results[i] = s.completeOne(txn, c, deliveries[c.deliveryID], events, delta, &requeued, &aged)
 			// A missing delivery wrote nothing: only its caller hears of
 			// it. Any other error leaves the transaction half written.
 			if results[i] != nil && !errors.Is(results[i], ErrNotFound) {
@@ -144,21 +144,21 @@ func (s *Store) completeBatch(batch []*completion) {
 	})
 	s.releaseMu.Unlock()
 	if errors.Is(err, badger.ErrTxnTooBig) && len(batch) > 1 {
-		s.leases.written(ids, false)
+		s.leases.written(ids, false, nil)
 		s.completeBatch(batch[:len(batch)/2])
 		s.completeBatch(batch[len(batch)/2:])
 		return
 	}
 	if err == nil {
 		s.bounds.lower(requeued, aged)
-		s.depth.Add(delta)
+		s.depth.Add(delta.total())
 	}
 	if completeHook != nil {
 		completeHook()
 	}
 	// The leases end once the batch has committed, before any caller
 	// hears of it; a batch that failed wrote nothing, and they hold.
-	s.leases.written(ids, err == nil)
+	s.leases.written(ids, err == nil, delta)
 	for i, c := range batch {
 		e := err
 		if e == nil {
@@ -284,10 +284,10 @@ func (s *Store) writeEvents(txn *badger.Txn, be batchEvents) error {
 
 // completeOne applies one completion to its delivery k (nil: not found) in
 // txn, updating k and, if it finishes the delivery, its event's count in
-// events, adding to *delta the change in the number of queued deliveries,
+// events, adding to delta the change in the number of queued deliveries,
 // to *requeued the queue key it writes and to *aged the age index key it
 // writes (see OldestPending).
-func (s *Store) completeOne(txn *badger.Txn, c *completion, k *known, events batchEvents, delta *int64, requeued *[]queuedKey, aged *[][]byte) error {
+func (s *Store) completeOne(txn *badger.Txn, c *completion, k *known, events batchEvents, delta queueDelta, requeued *[]queuedKey, aged *[][]byte) error {
 	if k == nil {
 		return fmt.Errorf("delivery %s: %w", c.deliveryID, ErrNotFound)
 	}
@@ -317,7 +317,7 @@ func (s *Store) completeOne(txn *badger.Txn, c *completion, k *known, events bat
 		}
 	}
 	if queued {
-		*delta--
+		delta.add(d.WebhookID, -1)
 		if err := deleteKey(txn, qk); err != nil {
 			return err
 		}
@@ -351,6 +351,6 @@ func (s *Store) completeOne(txn *badger.Txn, c *completion, k *known, events bat
 	k.queued = true
 	// Due again, maybe before the webhook's bound.
 	*requeued = append(*requeued, queuedKey{webhookID: d.WebhookID, key: qk, due: unixNanos(d.NextAttemptAt)})
-	*delta++
+	delta.add(d.WebhookID, 1)
 	return nil
 }

@@ -92,6 +92,22 @@ type leases struct {
 	// committing counts, by delivery ID, the completion batches committing a
 	// change to the delivery.
 	committing map[string]int
+
+	// queued counts, by webhook ID, the entries of the webhook's queue,
+	// never fewer than there are: a writer adds its entries before it
+	// commits them, and takes off the ones it deletes after its commit,
+	// together with the drops that follow it. attached holds, by webhook
+	// ID and then delivery ID, the leases whose claim has recorded what it
+	// read (attach): the queue entry of each exists for as long as the
+	// lease is in the map, since whoever deletes it drops the lease with
+	// the count. Together they tell Handoff whether every entry of a
+	// queue, other than the fresh ones it is offered, is leased.
+	queued   map[string]int64
+	attached map[string]map[string]*claimLease
+	// eventGen counts the calls to eventChanged, so that Handoff can tell
+	// whether an event's value, as Enqueue wrote it, may have changed
+	// since.
+	eventGen uint64
 }
 
 // droppedAt is a recorded drop.
@@ -112,12 +128,23 @@ type claimLease struct {
 	stale bool
 }
 
+// webhookID returns the webhook of the leased delivery, or "" if its claim
+// has not recorded it yet.
+func (ls *claimLease) webhookID() string {
+	if ls.d == nil {
+		return ""
+	}
+	return ls.d.WebhookID
+}
+
 func newLeases() *leases {
 	return &leases{
 		by:         make(map[string]*claimLease),
 		claims:     make(map[uint64]int),
 		dropped:    make(map[string]uint64),
 		committing: make(map[string]int),
+		queued:     make(map[string]int64),
+		attached:   make(map[string]map[string]*claimLease),
 	}
 }
 
@@ -175,8 +202,12 @@ func (l *leases) changedLocked(deliveryID string, since uint64) bool {
 func (l *leases) take(deliveryID string, now, until time.Time, since uint64) (ls *claimLease, changed bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if ls, ok := l.by[deliveryID]; ok && ls.until.After(now) {
+	old, ok := l.by[deliveryID]
+	if ok && old.until.After(now) {
 		return nil, false
+	}
+	if ok {
+		l.detachLocked(deliveryID, old)
 	}
 	ls = &claimLease{until: until}
 	l.by[deliveryID] = ls
@@ -232,6 +263,31 @@ func (l *leases) attach(deliveryID string, ls *claimLease, d Delivery, event []b
 	defer l.mu.Unlock()
 	if l.by[deliveryID] == ls {
 		ls.d, ls.event = &d, event
+		l.attachLocked(deliveryID, ls)
+	}
+}
+
+// attachLocked records ls, whose claim has recorded what it read, among
+// its webhook's attached leases. The caller holds l.mu.
+func (l *leases) attachLocked(deliveryID string, ls *claimLease) {
+	wh := ls.webhookID()
+	m := l.attached[wh]
+	if m == nil {
+		m = make(map[string]*claimLease)
+		l.attached[wh] = m
+	}
+	m[deliveryID] = ls
+}
+
+// detachLocked removes ls from its webhook's attached leases, if it is
+// there. The caller holds l.mu.
+func (l *leases) detachLocked(deliveryID string, ls *claimLease) {
+	wh := ls.webhookID()
+	if m := l.attached[wh]; m != nil && m[deliveryID] == ls {
+		delete(m, deliveryID)
+		if len(m) == 0 {
+			delete(l.attached, wh)
+		}
 	}
 }
 
@@ -259,6 +315,7 @@ func (l *leases) state(deliveryID string) (d Delivery, event []byte, ok bool) {
 func (l *leases) eventChanged(eventID string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.eventGen++
 	for _, ls := range l.by {
 		if ls.d == nil || ls.d.EventID == eventID {
 			ls.stale = true
@@ -267,8 +324,9 @@ func (l *leases) eventChanged(eventID string) {
 }
 
 // written ends what writing began for the deliveries; if the batch
-// committed, it drops their leases too (see drop).
-func (l *leases) written(deliveryIDs []string, committed bool) {
+// committed, it drops their leases too (see drop), and applies queued, the
+// change it made to the number of entries of each webhook's queue.
+func (l *leases) written(deliveryIDs []string, committed bool, queued queueDelta) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, id := range deliveryIDs {
@@ -278,6 +336,7 @@ func (l *leases) written(deliveryIDs []string, committed bool) {
 	}
 	if committed {
 		l.dropLocked(deliveryIDs)
+		l.countLocked(queued)
 	}
 }
 
@@ -290,9 +349,43 @@ func (l *leases) drop(deliveryIDs ...string) {
 	l.dropLocked(deliveryIDs)
 }
 
+// dropCounted is drop for a commit that also changed the number of
+// entries of queues by queued: the deliveries' leases end and the counts
+// change together (see queued).
+func (l *leases) dropCounted(queued queueDelta, deliveryIDs ...string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.dropLocked(deliveryIDs)
+	l.countLocked(queued)
+}
+
+// count changes the number of entries of queues by queued. Writers call it
+// with what they add before they commit, and with what they failed to add
+// after (see queued).
+func (l *leases) count(queued queueDelta) {
+	if len(queued) == 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.countLocked(queued)
+}
+
+// countLocked is count for a caller that holds l.mu.
+func (l *leases) countLocked(queued queueDelta) {
+	for wh, n := range queued {
+		if l.queued[wh] += n; l.queued[wh] <= 0 {
+			delete(l.queued, wh)
+		}
+	}
+}
+
 // dropLocked is drop for a caller that holds l.mu.
 func (l *leases) dropLocked(deliveryIDs []string) {
 	for _, id := range deliveryIDs {
+		if ls := l.by[id]; ls != nil {
+			l.detachLocked(id, ls)
+		}
 		delete(l.by, id)
 		if len(l.claims) == 0 {
 			continue

@@ -39,18 +39,43 @@ type write struct {
 // a stored event.) An ID repeated within events is counted once for all
 // its deliveries, the last event's fields winning.
 func (s *Store) Enqueue(events []Event, now time.Time) ([]Delivery, error) {
+	deliveries, _, err := s.enqueue(events, now, false)
+	return deliveries, err
+}
+
+// EnqueueFresh is Enqueue, returning the deliveries with their events, for
+// Handoff.
+func (s *Store) EnqueueFresh(events []Event, now time.Time) ([]Fresh, error) {
+	_, fresh, err := s.enqueue(events, now, true)
+	return fresh, err
+}
+
+// enqueue is Enqueue, which also returns the deliveries as Fresh if
+// withFresh is set.
+func (s *Store) enqueue(events []Event, now time.Time, withFresh bool) ([]Delivery, []Fresh, error) {
 	deliveries := []Delivery{}
 	if s.db.IsClosed() {
-		return deliveries, fmt.Errorf("enqueuing: %w", badger.ErrDBClosed)
+		return deliveries, nil, fmt.Errorf("enqueuing: %w", badger.ErrDBClosed)
 	}
 	idx := s.index.Load()
 	var writes []write
 	// counts has the deliveries created so far per event ID, for IDs that
-	// appear more than once in events.
+	// appear more than once in events; occurs how often each ID appears.
 	var counts map[string]uint64
+	var occurs map[string]int
+	// eventOf has, for each delivery, the index of its event in events;
+	// valueAt, for each event, the index of its value in writes (-1: it
+	// has no delivery).
+	var eventOf, valueAt []int
+	if withFresh {
+		valueAt = make([]int, len(events))
+	}
 	for i := range events {
 		ev := &events[i]
 		first := len(writes)
+		if withFresh {
+			valueAt[i] = -1
+		}
 		var n uint64
 		for _, w := range idx.byAPIKey[ev.APIKey] {
 			if !w.Enabled || !w.Subscribed(ev.Trigger) {
@@ -58,7 +83,7 @@ func (s *Store) Enqueue(events []Event, now time.Time) ([]Delivery, error) {
 			}
 			if n == 0 {
 				if err := validateEventID(ev.ID); err != nil {
-					return []Delivery{}, fmt.Errorf("enqueuing: %w", err)
+					return []Delivery{}, nil, fmt.Errorf("enqueuing: %w", err)
 				}
 				// The event's place, filled in below once its count is
 				// known: it goes first, so that it is committed no later
@@ -67,7 +92,7 @@ func (s *Store) Enqueue(events []Event, now time.Time) ([]Delivery, error) {
 			}
 			d, dw, err := s.newDelivery(ev.ID, w.ID, now)
 			if err != nil {
-				return []Delivery{}, fmt.Errorf("enqueuing: %w", err)
+				return []Delivery{}, nil, fmt.Errorf("enqueuing: %w", err)
 			}
 			for i := range dw {
 				if dw[i].queued {
@@ -76,6 +101,9 @@ func (s *Store) Enqueue(events []Event, now time.Time) ([]Delivery, error) {
 			}
 			writes = append(writes, dw...)
 			deliveries = append(deliveries, d)
+			if withFresh {
+				eventOf = append(eventOf, i)
+			}
 			n++
 		}
 		if n == 0 {
@@ -84,23 +112,42 @@ func (s *Store) Enqueue(events []Event, now time.Time) ([]Delivery, error) {
 		if len(events) > 1 {
 			if counts == nil {
 				counts = make(map[string]uint64)
+				occurs = make(map[string]int)
 			}
 			counts[ev.ID] += n
 			n = counts[ev.ID]
+			occurs[ev.ID]++
 		}
 		writes[first] = write{key: eventKey(ev.ID), val: encodeEventValue(ev, n), eventID: ev.ID, pending: n}
+		if withFresh {
+			valueAt[i] = first
+		}
 	}
 	if len(writes) == 0 {
-		return deliveries, nil
+		return deliveries, nil, nil
 	}
+	gen := s.leases.eventGeneration()
 	committed, err := s.writeInOrder(writes)
 	if err != nil {
 		if uerr := s.uncount(writes[:committed]); uerr != nil {
-			return []Delivery{}, fmt.Errorf("enqueuing: %w (and correcting the pending counts of the events committed before: %v)", err, uerr)
+			return []Delivery{}, nil, fmt.Errorf("enqueuing: %w (and correcting the pending counts of the events committed before: %v)", err, uerr)
 		}
-		return []Delivery{}, fmt.Errorf("enqueuing: %w", err)
+		return []Delivery{}, nil, fmt.Errorf("enqueuing: %w", err)
 	}
-	return deliveries, nil
+	if !withFresh {
+		return deliveries, nil, nil
+	}
+	fresh := make([]Fresh, len(deliveries))
+	for i, d := range deliveries {
+		ev := &events[eventOf[i]]
+		fresh[i] = Fresh{Delivery: d, Event: *ev, gen: gen}
+		// An ID repeated in events has one value for all its
+		// occurrences, the last: leave it for ClaimDue.
+		if occurs[ev.ID] <= 1 {
+			fresh[i].eventValue = writes[valueAt[eventOf[i]]].val
+		}
+	}
+	return deliveries, fresh, nil
 }
 
 // validateEventID rejects event IDs that would break the key layout.
@@ -146,14 +193,20 @@ func (s *Store) newDelivery(eventID, webhookID string, now time.Time) (Delivery,
 // in several consecutive ones, so that a write is never committed before
 // an earlier one. It returns how many leading writes it committed: all of
 // them unless it fails.
-func (s *Store) writeInOrder(writes []write) (int, error) {
+func (s *Store) writeInOrder(writes []write) (committed int, err error) {
 	qk := queueKeys(writes)
 	s.bounds.lower(qk, nil)
 	defer s.bounds.lower(qk, nil)
-	committed := 0
+	// Counted before they exist, and uncounted if they never do (see
+	// leases.queued).
+	s.leases.count(queuedBy(writes))
+	defer func() {
+		if err != nil {
+			s.leases.count(queuedBy(writes[committed:]).negate())
+		}
+	}()
 	for committed < len(writes) {
 		var n int
-		var err error
 		for range maxConflictRetries {
 			n, err = s.writeSome(writes[committed:])
 			if !errors.Is(err, badger.ErrConflict) {
@@ -289,6 +342,8 @@ func (s *Store) EnqueueDelivery(ev Event, webhookID string, now time.Time) (Deli
 	}
 	qk := queueKeys(writes)
 	s.bounds.lower(qk, nil)
+	counted := queuedBy(writes)
+	s.leases.count(counted)
 	s.releaseMu.Lock()
 	err = s.update(func(txn *badger.Txn) error {
 		if err := addPending(txn, &ev); err != nil {
@@ -309,6 +364,7 @@ func (s *Store) EnqueueDelivery(ev Event, webhookID string, now time.Time) (Deli
 	s.releaseMu.Unlock()
 	s.bounds.lower(qk, nil)
 	if err != nil {
+		s.leases.count(counted.negate())
 		return Delivery{}, fmt.Errorf("enqueuing delivery: %w", err)
 	}
 	s.depth.Add(1)
@@ -465,9 +521,9 @@ func (s *Store) ClaimDue(now time.Time, lease time.Duration, limit int, accept f
 
 	var claimed []Claimed
 	var events [][]byte
-	var delta int64
+	var delta queueDelta
 	err = s.update(func(txn *badger.Txn) error {
-		claimed, events, delta = claimed[:0], events[:0], 0
+		claimed, events, delta = claimed[:0], events[:0], queueDelta{}
 		clear(skip)
 		// txn's snapshot is fixed: every change it sees that the scan
 		// did not is known by now (see leases), and the entries of those
@@ -483,7 +539,7 @@ func (s *Store) ClaimDue(now time.Time, lease time.Duration, limit int, accept f
 			if changed[c.deliveryID] {
 				c.scanned = nil
 			}
-			cl, ev, ok, err := s.claim(txn, c, now, &delta)
+			cl, ev, ok, err := s.claim(txn, c, now, delta)
 			if errors.Is(err, errTaken) {
 				skip[c.webhookID] = true
 				continue
@@ -504,30 +560,33 @@ func (s *Store) ClaimDue(now time.Time, lease time.Duration, limit int, accept f
 		}
 		return nil, fmt.Errorf("claiming deliveries: %w", err)
 	}
-	s.depth.Add(delta)
+	s.depth.Add(delta.total())
 	// Keep what was read with the leases, for Complete; give back the
-	// leases of what was not claimed after all.
+	// leases of what was not claimed after all, together with the count
+	// of the queue entries the claim deleted (see leases.queued).
 	kept := make(map[string]bool, len(claimed))
 	for i, c := range claimed {
 		kept[c.Delivery.ID] = true
 		s.leases.attach(c.Delivery.ID, taken[c.Delivery.ID], c.Delivery, events[i])
 	}
+	var unkept []string
 	for _, c := range leased {
 		if !kept[c.deliveryID] {
-			s.leases.drop(c.deliveryID)
+			unkept = append(unkept, c.deliveryID)
 		}
 	}
+	s.leases.dropCounted(delta, unkept...)
 	return claimed, nil
 }
 
-// claim reads one leased candidate in txn, adding to *delta the change in
+// claim reads one leased candidate in txn, adding to delta the change in
 // the number of queued deliveries; it returns the event's value as stored
 // too (eventvalue.go). The delivery is c.scanned if set, and read from its
 // queue entry otherwise.
 // ok is false when the candidate is no longer claimable: completed or moved
 // meanwhile (errTaken), inconsistent (its queue entry is dropped) or
 // without event (the delivery is failed).
-func (s *Store) claim(txn *badger.Txn, c candidate, now time.Time, delta *int64) (Claimed, []byte, bool, error) {
+func (s *Store) claim(txn *badger.Txn, c candidate, now time.Time, delta queueDelta) (Claimed, []byte, bool, error) {
 	var d Delivery
 	if c.scanned != nil {
 		d = *c.scanned
@@ -554,7 +613,7 @@ func (s *Store) claim(txn *badger.Txn, c candidate, now time.Time, delta *int64)
 		d.State = StateFailed
 		d.LastError = eventMissingError
 		d.UpdatedAt = now
-		*delta--
+		delta.add(c.webhookID, -1)
 		// Without its event, there is no count to release.
 		return Claimed{}, nil, false, s.finish(txn, &d)
 	}
@@ -575,8 +634,8 @@ func (s *Store) claim(txn *badger.Txn, c candidate, now time.Time, delta *int64)
 // queue entry (or, for an entry of an earlier version, from dl/). It
 // returns errTaken if the entry is gone; ok is false if the entry does not
 // match its delivery, and it then deletes the stale entry, adding -1 to
-// *delta.
-func readQueueEntry(txn *badger.Txn, c candidate, delta *int64) (d Delivery, ok bool, err error) {
+// delta.
+func readQueueEntry(txn *badger.Txn, c candidate, delta queueDelta) (d Delivery, ok bool, err error) {
 	item, err := txn.Get(c.key)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return Delivery{}, false, errTaken
@@ -602,7 +661,7 @@ func readQueueEntry(txn *badger.Txn, c candidate, delta *int64) (d Delivery, ok 
 	}
 	if !isEntryOf(&d, c.deliveryID, c.key) {
 		// A queue entry that does not match its delivery is stale.
-		*delta--
+		delta.add(c.webhookID, -1)
 		return Delivery{}, false, deleteKey(txn, c.key)
 	}
 	return d, true, nil

@@ -348,20 +348,25 @@ func (s *Store) loadQueues() error {
 	return nil
 }
 
-// countQueue counts the queued deliveries (Open seeds QueueDepth with it).
-func (s *Store) countQueue() (int64, error) {
-	var n int64
+// countQueue counts the queued deliveries, by webhook (Open seeds
+// QueueDepth and the leases' counts with it).
+func (s *Store) countQueue() (queueDelta, error) {
+	n := queueDelta{}
 	err := s.db.View(func(txn *badger.Txn) error {
 		prefix := []byte(prefixWebhookQueue)
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: prefix})
 		defer it.Close()
 		for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
-			n++
+			id, _, err := parseWebhookQueueKey(it.Item().Key())
+			if err != nil {
+				return err
+			}
+			n.add(id, 1)
 		}
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("counting queue: %w", err)
+		return nil, fmt.Errorf("counting queue: %w", err)
 	}
 	return n, nil
 }

@@ -202,7 +202,8 @@ func (s *Store) init() error {
 	if err != nil {
 		return err
 	}
-	s.depth.Store(n)
+	s.depth.Store(n.total())
+	s.leases.count(n)
 	return nil
 }
 
