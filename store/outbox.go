@@ -524,6 +524,9 @@ func (s *Store) ClaimDue(now time.Time, lease time.Duration, limit int, accept f
 	var delta queueDelta
 	err = s.update(func(txn *badger.Txn) error {
 		claimed, events, delta = claimed[:0], events[:0], queueDelta{}
+		// Opened after the leases were taken (see eventCursor).
+		cur := &eventCursor{db: s.db}
+		defer cur.close()
 		clear(skip)
 		// txn's snapshot is fixed: every change it sees that the scan
 		// did not is known by now (see leases), and the entries of those
@@ -539,7 +542,7 @@ func (s *Store) ClaimDue(now time.Time, lease time.Duration, limit int, accept f
 			if changed[c.deliveryID] {
 				c.scanned = nil
 			}
-			cl, ev, ok, err := s.claim(txn, c, now, delta)
+			cl, ev, ok, err := s.claim(txn, cur, c, now, delta)
 			if errors.Is(err, errTaken) {
 				skip[c.webhookID] = true
 				continue
@@ -581,12 +584,13 @@ func (s *Store) ClaimDue(now time.Time, lease time.Duration, limit int, accept f
 
 // claim reads one leased candidate in txn, adding to delta the change in
 // the number of queued deliveries; it returns the event's value as stored
-// too (eventvalue.go). The delivery is c.scanned if set, and read from its
-// queue entry otherwise.
+// too (eventvalue.go), read through cur (or in txn, if cur does not find
+// it). The delivery is c.scanned if set, and read from its queue entry
+// otherwise.
 // ok is false when the candidate is no longer claimable: completed or moved
 // meanwhile (errTaken), inconsistent (its queue entry is dropped) or
 // without event (the delivery is failed).
-func (s *Store) claim(txn *badger.Txn, c candidate, now time.Time, delta queueDelta) (Claimed, []byte, bool, error) {
+func (s *Store) claim(txn *badger.Txn, cur *eventCursor, c candidate, now time.Time, delta queueDelta) (Claimed, []byte, bool, error) {
 	var d Delivery
 	if c.scanned != nil {
 		d = *c.scanned
@@ -598,14 +602,18 @@ func (s *Store) claim(txn *badger.Txn, c candidate, now time.Time, delta queueDe
 		}
 	}
 
-	raw, err := getRaw(txn, eventKey(d.EventID), "event "+d.EventID)
+	raw, err := cur.get(d.EventID)
+	if errors.Is(err, ErrNotFound) {
+		// Acted on only as txn sees it.
+		raw, err = getRaw(txn, eventKey(d.EventID), "event "+d.EventID)
+	}
 	if errors.Is(err, ErrNotFound) {
 		if c.scanned != nil {
 			// Read the queue entry before writing, as a claim that did
 			// not skip it does: so that a change committed meanwhile is
 			// seen, or makes the commit conflict.
 			c.scanned = nil
-			return s.claim(txn, c, now, delta)
+			return s.claim(txn, cur, c, now, delta)
 		}
 		if err := deleteKey(txn, c.key); err != nil {
 			return Claimed{}, nil, false, err
