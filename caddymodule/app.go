@@ -449,9 +449,16 @@ func (o lazyOutbox) ClaimDue(now time.Time, lease time.Duration, limit int, acce
 func (o lazyOutbox) Handoff(fresh []store.Fresh, now time.Time, lease time.Duration, accept func(string) bool) []store.Claimed {
 	st, err := o.st()
 	if err != nil {
+		o.Release(fresh)
 		return nil
 	}
 	return st.Handoff(fresh, now, lease, accept)
+}
+
+func (o lazyOutbox) Release(fresh []store.Fresh) {
+	if st := o.h.opened(); st != nil {
+		st.Release(fresh)
+	}
 }
 
 func (o lazyOutbox) Complete(id string, at *store.Attempt, out store.Outcome, now time.Time) error {

@@ -13,6 +13,9 @@ type Handoffer interface {
 	// is queued ahead of and that accept approves, and returns them as
 	// claimed; the others stay queued for ClaimDue.
 	Handoff(fresh []store.Fresh, now time.Time, lease time.Duration, accept func(webhookID string) bool) []store.Claimed
+	// Release leaves fresh deliveries that will not be offered to Handoff
+	// to ClaimDue.
+	Release(fresh []store.Fresh)
 }
 
 // Offer starts deliveries just enqueued at once, if the Outbox is a
@@ -26,12 +29,18 @@ func (d *Dispatcher) Offer(fresh []store.Fresh) {
 		return
 	}
 	h, ok := d.out.(Handoffer)
-	if !ok || !d.claimMu.TryLock() {
+	if !ok {
+		d.Notify()
+		return
+	}
+	if !d.claimMu.TryLock() {
+		h.Release(fresh)
 		d.Notify()
 		return
 	}
 	defer d.claimMu.Unlock()
 	if !d.running() {
+		h.Release(fresh)
 		d.Notify()
 		return
 	}

@@ -18,8 +18,9 @@ type Fresh struct {
 // returned them) until now+lease, as ClaimDue would, and returns them as
 // claimed, without scanning or reading anything: Enqueue's copies are
 // exact. It takes a webhook's fresh deliveries, in order, only while
-// accept approves (nil accepts all), and only if every other entry of the
-// webhook's queue is leased to an attempt that has read it and whose lease
+// accept approves (nil accepts all), that no claim has leased since they
+// were written, and only if every other entry of the webhook's queue is
+// leased to an attempt that has read it and whose lease
 // has not expired: then nothing is due ahead of them, and taking them
 // keeps ClaimDue's order. The webhook must be enabled. What it does not
 // take stays queued for ClaimDue, as does any later fresh delivery of the
@@ -56,17 +57,25 @@ func (s *Store) Handoff(fresh []Fresh, now time.Time, lease time.Duration, accep
 	l := s.leases
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	// Only a delivery never leased since Enqueue wrote it is known to
+	// be queued and not leased: one ClaimDue took may even have been
+	// delivered and left the queue. Each is offered once.
+	clear(offered)
+	marked := make([]bool, len(fresh))
+	for i := range fresh {
+		id := fresh[i].Delivery.ID
+		if _, marked[i] = l.fresh[id]; marked[i] {
+			offered[fresh[i].Delivery.WebhookID]++
+			delete(l.fresh, id)
+		}
+	}
 	clear(refused)
 	for i := range fresh {
 		f := &fresh[i]
 		wh, id := f.Delivery.WebhookID, f.Delivery.ID
-		if refused[wh] || approved[wh] == 0 || !l.onlyLeasedAheadLocked(wh, offered[wh], now) {
-			refused[wh] = true
-			continue
-		}
-		if _, leased := l.by[id]; leased {
-			// ClaimDue got there first: it has this one and may have
-			// the rest.
+		if refused[wh] || !marked[i] || approved[wh] == 0 || !l.onlyLeasedAheadLocked(wh, offered[wh], now) {
+			// ClaimDue has it (and may have the rest), or something
+			// may be due ahead of it.
 			refused[wh] = true
 			continue
 		}
@@ -84,6 +93,39 @@ func (s *Store) Handoff(fresh []Fresh, now time.Time, lease time.Duration, accep
 		claimed = append(claimed, cl)
 	}
 	return claimed
+}
+
+// Release gives up the hand-off of fresh deliveries that will not be
+// offered to Handoff (their dispatcher is busy or stopped): they are left
+// to ClaimDue.
+func (s *Store) Release(fresh []Fresh) {
+	if len(fresh) == 0 {
+		return
+	}
+	s.leases.mu.Lock()
+	defer s.leases.mu.Unlock()
+	for i := range fresh {
+		delete(s.leases.fresh, fresh[i].Delivery.ID)
+	}
+}
+
+// markFresh records deliveries Enqueue is about to write as never leased,
+// until they are leased or offered to Handoff; unmarkFresh forgets them
+// (their write failed).
+func (l *leases) markFresh(ds []Delivery) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := range ds {
+		l.fresh[ds[i].ID] = struct{}{}
+	}
+}
+
+func (l *leases) unmarkFresh(ds []Delivery) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := range ds {
+		delete(l.fresh, ds[i].ID)
+	}
 }
 
 // onlyLeasedAheadLocked reports whether every entry of the webhook's queue

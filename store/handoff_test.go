@@ -226,14 +226,62 @@ func TestHandoffTakesInOrderUntilRefused(t *testing.T) {
 }
 
 func TestHandoffLeavesWhatClaimDueTook(t *testing.T) {
+	tests := []struct {
+		name string
+		// after runs once ClaimDue has leased the fresh delivery.
+		after func(t *testing.T, s *Store, id string)
+	}{
+		{name: "still leased", after: func(*testing.T, *Store, string) {}},
+		{
+			// Delivered and gone from the queue, with a later delivery
+			// queued and not leased: counting alone would take the
+			// fresh one again (twice delivered) ahead of that one.
+			name: "delivered, another queued",
+			after: func(t *testing.T, s *Store, id string) {
+				mustComplete(t, s, id, &Attempt{Status: 200}, Outcome{State: StateSucceeded})
+				mustEnqueue(t, s, testEvent("e2", "k", "create"))
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			forEachBackend(t, func(t *testing.T, s *Store) {
+				mustCreate(t, s, testWebhook("a", "k", t0, "create"))
+				fresh := mustEnqueueFresh(t, s, t0, testEvent("e1", "k", "create"))
+				if cl := mustClaim(t, s, t0, 10); len(cl) != 1 {
+					t.Fatalf("ClaimDue = %v", claimedIDs(cl))
+				}
+				tt.after(t, s, fresh[0].Delivery.ID)
+				if cl := s.Handoff(fresh, t0, time.Minute, nil); len(cl) != 0 {
+					t.Errorf("Handoff of a delivery ClaimDue leased = %v, want nothing", claimedIDs(cl))
+				}
+			})
+		})
+	}
+}
+
+func TestHandoffOffersOnce(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, s *Store) {
 		mustCreate(t, s, testWebhook("a", "k", t0, "create"))
 		fresh := mustEnqueueFresh(t, s, t0, testEvent("e1", "k", "create"))
-		if cl := mustClaim(t, s, t0, 10); len(cl) != 1 {
-			t.Fatalf("ClaimDue = %v", claimedIDs(cl))
-		}
+		s.Release(fresh)
 		if cl := s.Handoff(fresh, t0, time.Minute, nil); len(cl) != 0 {
-			t.Errorf("Handoff of a delivery ClaimDue leased = %v, want nothing", claimedIDs(cl))
+			t.Errorf("Handoff after Release = %v, want nothing", claimedIDs(cl))
+		}
+		more := mustEnqueueFresh(t, s, t0, testEvent("e2", "k", "create"))
+		if cl := mustClaim(t, s, t0, 10); len(cl) != 2 {
+			t.Fatalf("ClaimDue = %v, want both", claimedIDs(cl))
+		}
+		mustComplete(t, s, fresh[0].Delivery.ID, &Attempt{Status: 200}, Outcome{State: StateSucceeded})
+		mustComplete(t, s, more[0].Delivery.ID, &Attempt{Status: 200}, Outcome{State: StateSucceeded})
+		if cl := s.Handoff(more, t0, time.Minute, nil); len(cl) != 0 {
+			t.Errorf("Handoff of a delivery already delivered = %v, want nothing", claimedIDs(cl))
+		}
+		s.leases.mu.Lock()
+		left := len(s.leases.fresh)
+		s.leases.mu.Unlock()
+		if left != 0 {
+			t.Errorf("%d fresh marks left, want none", left)
 		}
 	})
 }
@@ -276,6 +324,7 @@ func TestHandoffStaleEventCopy(t *testing.T) {
 		// the event, from before the redelivery, is not used.
 		s.leases.mu.Lock()
 		s.leases.queued["a"] = 1 // as if only the fresh delivery were queued
+		s.leases.fresh[fresh[0].Delivery.ID] = struct{}{}
 		s.leases.mu.Unlock()
 		cl := s.Handoff(fresh, t0, time.Minute, nil)
 		s.leases.count(queueDelta{"a": 1})

@@ -104,6 +104,9 @@ type leases struct {
 	// queue, other than the fresh ones it is offered, is leased.
 	queued   map[string]int64
 	attached map[string]map[string]*claimLease
+	// fresh holds the IDs of deliveries written by EnqueueFresh that no
+	// claim has leased and that have not been offered to Handoff yet.
+	fresh map[string]struct{}
 	// eventGen counts the calls to eventChanged, so that Handoff can tell
 	// whether an event's value, as Enqueue wrote it, may have changed
 	// since.
@@ -145,6 +148,7 @@ func newLeases() *leases {
 		committing: make(map[string]int),
 		queued:     make(map[string]int64),
 		attached:   make(map[string]map[string]*claimLease),
+		fresh:      make(map[string]struct{}),
 	}
 }
 
@@ -209,6 +213,7 @@ func (l *leases) take(deliveryID string, now, until time.Time, since uint64) (ls
 	if ok {
 		l.detachLocked(deliveryID, old)
 	}
+	delete(l.fresh, deliveryID)
 	ls = &claimLease{until: until}
 	l.by[deliveryID] = ls
 	return ls, l.changedLocked(deliveryID, since)

@@ -127,8 +127,14 @@ func (s *Store) enqueue(events []Event, now time.Time, withFresh bool) ([]Delive
 		return deliveries, nil, nil
 	}
 	gen := s.leases.eventGeneration()
+	if withFresh {
+		s.leases.markFresh(deliveries)
+	}
 	committed, err := s.writeInOrder(writes)
 	if err != nil {
+		if withFresh {
+			s.leases.unmarkFresh(deliveries)
+		}
 		if uerr := s.uncount(writes[:committed]); uerr != nil {
 			return []Delivery{}, nil, fmt.Errorf("enqueuing: %w (and correcting the pending counts of the events committed before: %v)", err, uerr)
 		}
