@@ -419,6 +419,9 @@ func (a *App) enqueue(payloads []events.Payload) (int, error) {
 	}
 	fresh, err := st.EnqueueFresh(evs, now)
 	if err != nil {
+		// Some may have been written before the failure: claim them now
+		// rather than at the next poll.
+		a.dispatcher.Notify()
 		return 0, err
 	}
 	countDerived(payloads)
