@@ -533,7 +533,10 @@ func (d *Dispatcher) acceptor(now time.Time, setHeld bool) func(webhookID string
 		}
 		d.mu.Lock()
 		defer d.mu.Unlock()
-		if d.inflight+reservedTotal >= d.workers {
+		// As in the loop's count of free workers: attempts waiting for
+		// their outcome to be recorded, beyond one per worker, take
+		// capacity too, so that a slow store slows hand-offs down too.
+		if d.inflight+max(0, d.recording-d.workers)+reservedTotal >= d.workers {
 			full = true
 			d.held = d.held || setHeld
 			return false

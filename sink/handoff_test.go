@@ -171,3 +171,52 @@ func TestOfferWhenNotRunning(t *testing.T) {
 	}()
 	h.waitState(after[0].Delivery.ID, store.StateSucceeded)
 }
+
+// slowOutbox is a store whose Complete waits until released.
+type slowOutbox struct {
+	*store.Store
+	release chan struct{}
+}
+
+func (o *slowOutbox) Complete(id string, at *store.Attempt, out store.Outcome, now time.Time) error {
+	<-o.release
+	return o.Store.Complete(id, at, out, now)
+}
+
+// TestOfferSlowedBySlowStore: attempts waiting for their outcome to be
+// recorded, beyond one per worker, stop hand-offs as they stop claims, so
+// that a slow store does not pile up attempts sent and not recorded.
+func TestOfferSlowedBySlowStore(t *testing.T) {
+	out := &slowOutbox{release: make(chan struct{})}
+	const workers = 2
+	h := newHarness(t, func(h *harness, c *Config) {
+		out.Store = h.st
+		c.Outbox = out
+		c.Workers, c.PerWebhook, c.Ordering = workers, workers, OrderingConcurrent
+	})
+	rc := h.newReceiver(nil)
+	h.webhook(rc)
+	h.d.Start()
+	var ids []string
+	for i := range 12 {
+		fresh := h.enqueueFresh(fmt.Sprint("e", i))
+		ids = append(ids, fresh[0].Delivery.ID)
+		h.d.Offer(fresh)
+		// Whatever was launched has been answered and waits in Complete.
+		waitFor(t, "attempts to reach Complete", func() bool {
+			h.d.mu.Lock()
+			defer h.d.mu.Unlock()
+			return h.d.inflight == 0
+		})
+	}
+	h.d.mu.Lock()
+	recording := h.d.recording
+	h.d.mu.Unlock()
+	if recording > 2*workers {
+		t.Errorf("%d attempts waiting for the store, want at most %d (2 × workers)", recording, 2*workers)
+	}
+	close(out.release)
+	for _, id := range ids {
+		h.waitState(id, store.StateSucceeded)
+	}
+}

@@ -2,8 +2,10 @@ package store
 
 import (
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -268,16 +270,27 @@ func TestChangeRecordConcurrent(t *testing.T) {
 		claimed = map[string]int{}
 		errs    = make(chan error, 4)
 	)
+	// Every delivery is completed twice: the first time as pending, then
+	// as succeeded. A claim may come back empty while others hold the
+	// rest (or one of them was just put back), so the workers stop on
+	// that count, not on an empty claim.
+	var completions atomic.Int64
+	deadline := time.Now().Add(10 * time.Second)
 	for range 4 {
 		wg.Go(func() {
-			for {
+			for completions.Load() < int64(2*len(want)) {
+				if time.Now().After(deadline) {
+					errs <- fmt.Errorf("%d of %d completions before the deadline", completions.Load(), 2*len(want))
+					return
+				}
 				cl, err := s.ClaimDue(t0, time.Hour, 5, nil)
 				if err != nil {
 					errs <- err
 					return
 				}
 				if len(cl) == 0 {
-					return
+					runtime.Gosched()
+					continue
 				}
 				for _, c := range cl {
 					mu.Lock()
@@ -296,6 +309,7 @@ func TestChangeRecordConcurrent(t *testing.T) {
 						errs <- err
 						return
 					}
+					completions.Add(1)
 				}
 			}
 		})

@@ -44,7 +44,9 @@ func (s *Store) Enqueue(events []Event, now time.Time) ([]Delivery, error) {
 }
 
 // EnqueueFresh is Enqueue, returning the deliveries with their events, for
-// Handoff.
+// Handoff. The caller offers them to Handoff or gives them up with
+// Release: until then, or until a claim leases them, the store remembers
+// their IDs.
 func (s *Store) EnqueueFresh(events []Event, now time.Time) ([]Fresh, error) {
 	_, fresh, err := s.enqueue(events, now, true)
 	return fresh, err
