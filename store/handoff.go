@@ -33,15 +33,13 @@ func (s *Store) Handoff(fresh []Fresh, now time.Time, lease time.Duration, accep
 		return nil
 	}
 	idx := s.index.Load()
-	// How many fresh deliveries each webhook has here, and how many of
-	// them, from the first, accept approves: asked before the leases'
-	// lock is taken, in the order ClaimDue would ask.
-	offered := map[string]int{}
+	// How many of each webhook's fresh deliveries, from the first,
+	// accept approves: asked before the leases' lock is taken, in the
+	// order ClaimDue would ask.
 	approved := map[string]int{}
 	refused := map[string]bool{}
 	for i := range fresh {
 		wh := fresh[i].Delivery.WebhookID
-		offered[wh]++
 		if refused[wh] {
 			continue
 		}
@@ -59,8 +57,9 @@ func (s *Store) Handoff(fresh []Fresh, now time.Time, lease time.Duration, accep
 	defer l.mu.Unlock()
 	// Only a delivery never leased since Enqueue wrote it is known to
 	// be queued and not leased: one ClaimDue took may even have been
-	// delivered and left the queue. Each is offered once.
-	clear(offered)
+	// delivered and left the queue. Each is offered once. offered
+	// counts, by webhook, those still queued and not leased.
+	offered := map[string]int{}
 	marked := make([]bool, len(fresh))
 	for i := range fresh {
 		id := fresh[i].Delivery.ID
@@ -110,14 +109,15 @@ func (s *Store) Release(fresh []Fresh) {
 }
 
 // markFresh records deliveries Enqueue is about to write as never leased,
-// until they are leased or offered to Handoff; unmarkFresh forgets them
-// (their write failed).
-func (l *leases) markFresh(ds []Delivery) {
+// until they are leased or offered to Handoff, and returns the event
+// generation (see Fresh); unmarkFresh forgets them (their write failed).
+func (l *leases) markFresh(ds []Delivery) uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for i := range ds {
 		l.fresh[ds[i].ID] = struct{}{}
 	}
+	return l.eventGen
 }
 
 func (l *leases) unmarkFresh(ds []Delivery) {
@@ -141,13 +141,6 @@ func (l *leases) onlyLeasedAheadLocked(webhookID string, offered int, now time.T
 		}
 	}
 	return l.queued[webhookID]-int64(offered) == int64(len(held))
-}
-
-// eventGeneration returns the number of eventChanged calls so far.
-func (l *leases) eventGeneration() uint64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.eventGen
 }
 
 // queueDelta is a change in the number of entries of webhooks' queues, by
@@ -177,10 +170,10 @@ func (q queueDelta) negate() queueDelta {
 	return out
 }
 
-// queuedBy returns the queue entries among writes, by webhook.
-func queuedBy(writes []write) queueDelta {
+// queuedBy counts queue keys by webhook.
+func queuedBy(keys []queuedKey) queueDelta {
 	q := queueDelta{}
-	for _, k := range queueKeys(writes) {
+	for _, k := range keys {
 		q.add(k.webhookID, 1)
 	}
 	return q

@@ -128,9 +128,9 @@ func (s *Store) enqueue(events []Event, now time.Time, withFresh bool) ([]Delive
 	if len(writes) == 0 {
 		return deliveries, nil, nil
 	}
-	gen := s.leases.eventGeneration()
+	var gen uint64
 	if withFresh {
-		s.leases.markFresh(deliveries)
+		gen = s.leases.markFresh(deliveries)
 	}
 	committed, err := s.writeInOrder(writes)
 	if err != nil {
@@ -207,10 +207,10 @@ func (s *Store) writeInOrder(writes []write) (committed int, err error) {
 	defer s.bounds.lower(qk, nil)
 	// Counted before they exist, and uncounted if they never do (see
 	// leases.queued).
-	s.leases.count(queuedBy(writes))
+	s.leases.count(queuedBy(qk))
 	defer func() {
 		if err != nil {
-			s.leases.count(queuedBy(writes[committed:]).negate())
+			s.leases.count(queuedBy(queueKeys(writes[committed:])).negate())
 		}
 	}()
 	for committed < len(writes) {
@@ -350,7 +350,7 @@ func (s *Store) EnqueueDelivery(ev Event, webhookID string, now time.Time) (Deli
 	}
 	qk := queueKeys(writes)
 	s.bounds.lower(qk, nil)
-	counted := queuedBy(writes)
+	counted := queuedBy(qk)
 	s.leases.count(counted)
 	s.releaseMu.Lock()
 	err = s.update(func(txn *badger.Txn) error {
