@@ -12,6 +12,9 @@
 #                       that Caddyfile.example adapts and validates
 #   ./xcaddy.sh bench   build, then compare the plugin with plain reverse_proxy
 #                       (extra arguments go to `go run ./bench`)
+#   ./xcaddy.sh floor   the same bench against the floor probe: a copy of this
+#                       tree with bench/floor.patch applied (events signed and
+#                       sent, nothing stored), built as ./bin/caddy-floor
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -81,6 +84,15 @@ bench)
 	build
 	shift
 	go run ./bench -caddy ./bin/caddy "$@"
+	;;
+floor)
+	shift
+	tmp="$(mktemp -d)"
+	trap 'rm -rf "$tmp"' EXIT
+	git ls-files -z | xargs -0 cp --parents -t "$tmp"
+	mkdir -p bin
+	(cd "$tmp" && git apply bench/floor.patch && go build -o "$OLDPWD/bin/caddy-floor" ./cmd/caddy)
+	go run ./bench -caddy ./bin/caddy-floor -floor "$@"
 	;;
 *)
 	sed -n '/^set -euo pipefail/q; 2,$p' "$0" | sed 's/^# \{0,1\}//'

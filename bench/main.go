@@ -46,6 +46,7 @@ func main() {
 		only         = flag.String("only", "", "comma list of phases to run: saturation,fixed,memory,drain (default all)")
 		cpuProf      = flag.String("cpuprofile", "", "write a CPU profile of this process (load generator, upstream and the in-process drain; not the receiver, which has its own) to this file")
 		caddyPr      = flag.String("caddy-profile", "", "during the first saturation and fixed-rate round of each call and site, fetch a profile of Caddy from its admin endpoint into PREFIX.<call>.<site>.pprof and PREFIX.fixed-<call>.<site>.pprof")
+		floor        = flag.Bool("floor", false, "the Caddy binary is the floor probe (./xcaddy.sh floor): say so in the report")
 		caddyPrKind  = flag.String("caddy-profile-kind", "profile", "what -caddy-profile fetches from /debug/pprof/: profile (CPU), allocs (allocations during the round) or trace (an execution trace, for go tool trace)")
 	)
 	flag.Parse()
@@ -92,6 +93,9 @@ func main() {
 	r.linef("Machine: %s/%s, %d CPUs, %s. Go %s. Date %s.", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), cpuModel(), runtime.Version(), time.Now().UTC().Format("2006-01-02 15:04 MST"))
 	r.linef("Load generator and fake upstream (one process) and the HTTPS receiver (another) run on the same machine as Caddy and share its CPUs.")
 	r.linef("Each figure alternates the plugin site and the plain `reverse_proxy` site (%d rounds × %s each).", *rounds, *duration)
+	if *floor {
+		r.linef("**Floor probe** (`./xcaddy.sh floor`, bench/floor.patch): the plugin's Caddy derives, signs and sends each event as shipped, but stores nothing and runs no dispatcher. What it reaches bounds any outbox that signs and sends each event from Caddy's process to this receiver, in this run's conditions.\n")
+	}
 	r.linef("The plugin's Caddy delivers with `ordering %s`, `per_webhook %d` and `versions %s` (`-ordering`, `-per-webhook`, `-versions`); the receiver offers HTTP/2 and HTTP/1.1.\n", opts.ordering, opts.perWebhook, *versions)
 
 	c := newClient(*conns)
