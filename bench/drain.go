@@ -44,10 +44,11 @@ type drainResult struct {
 
 // cpuPerDelivery formats the drain's CPU time per delivery.
 func (r drainResult) cpuPerDelivery() string {
-	if r.cpu <= 0 || r.delivered == 0 {
+	us := cpuMicros(r)
+	if us == 0 {
 		return "—"
 	}
-	return fmt.Sprintf("%.0f µs", float64(r.cpu.Microseconds())/float64(r.delivered))
+	return fmt.Sprintf("%.0f µs", us)
 }
 
 func (r drainResult) rate() float64 { return float64(r.delivered) / r.elapsed.Seconds() }
