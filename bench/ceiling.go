@@ -57,7 +57,7 @@ func ceiling(rc *receiver, n int, roots *x509.CertPool, m ceilingMode) drainResu
 	left.Store(int64(n))
 	var sent atomic.Int64
 	var wg sync.WaitGroup
-	cpu0, cpuOK := rc.cpuWithOurs()
+	cpu0 := rc.cpuWithOurs()
 	start := time.Now()
 	for range m.conns {
 		wg.Go(func() {
@@ -83,9 +83,7 @@ func ceiling(rc *receiver, n int, roots *x509.CertPool, m ceilingMode) drainResu
 	}
 	wg.Wait()
 	res := drainResult{elapsed: time.Since(start), delivered: int(sent.Load())}
-	if cpu1, ok := rc.cpuWithOurs(); ok && cpuOK {
-		res.cpu = cpu1 - cpu0
-	}
+	res.since(cpu0, rc.cpuWithOurs())
 	return res
 }
 

@@ -40,6 +40,8 @@ type drainResult struct {
 	// else runs in it meanwhile) and the receiver process used during the
 	// drain; 0 if unknown.
 	cpu time.Duration
+	// receiverCPU is the receiver's part of cpu.
+	receiverCPU time.Duration
 }
 
 // cpuPerDelivery formats the drain's CPU time per delivery.
@@ -95,7 +97,7 @@ func drain(dir string, rc *receiver, n int, roots *x509.CertPool, mode drainMode
 		PerWebhook: mode.perWebhook,
 		Workers:    mode.workers,
 	})
-	cpu0, cpuOK := rc.cpuWithOurs()
+	cpu0 := rc.cpuWithOurs()
 	start = time.Now()
 	d.Start()
 	deadline := start.Add(10 * time.Minute)
@@ -106,9 +108,7 @@ func drain(dir string, rc *receiver, n int, roots *x509.CertPool, mode drainMode
 	}
 	res.elapsed = time.Since(start)
 	res.delivered = int(got)
-	if cpu1, ok := rc.cpuWithOurs(); ok && cpuOK {
-		res.cpu = cpu1 - cpu0
-	}
+	res.since(cpu0, rc.cpuWithOurs())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = d.Stop(ctx)

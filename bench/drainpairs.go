@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/x509"
+	"fmt"
 	"slices"
 	"time"
 )
@@ -66,21 +67,45 @@ func summarize(pairs []drainPair, f func(drainPair) float64) pairSummary {
 func writeDrainPairs(r *report, mode drainMode, backlog int, pairs []drainPair) {
 	r.linef("%d alternating pairs of %s and the plugin's client alone (the same concurrency and version), each drain with a fresh %d-event backlog; the first of each pair alternates:\n",
 		len(pairs), mode, backlog)
-	r.linef("| Pair | drain deliveries/s (CPU per delivery) | the plugin's client alone (CPU per delivery) | drain ÷ client |")
-	r.linef("|---|---|---|---|")
+	r.linef("| Pair | drain deliveries/s | its CPU per delivery: ours + receiver's | the plugin's client alone | its CPU per delivery: ours + receiver's | drain ÷ client |")
+	r.linef("|---|---|---|---|---|---|")
 	for i, p := range pairs {
-		r.linef("| %d | %.0f (%s) | %.0f (%s) | %.0f %% |", i+1, p.drain.rate(), p.drain.cpuPerDelivery(), p.client.rate(), p.client.cpuPerDelivery(), p.ratio())
+		r.linef("| %d | %.0f | %s | %.0f | %s | %.0f %% |", i+1, p.drain.rate(), cpuSplit(p.drain), p.client.rate(), cpuSplit(p.client), p.ratio())
 	}
 	d := summarize(pairs, func(p drainPair) float64 { return p.drain.rate() })
 	c := summarize(pairs, func(p drainPair) float64 { return p.client.rate() })
 	q := summarize(pairs, drainPair.ratio)
-	dc := summarize(pairs, func(p drainPair) float64 { return cpuMicros(p.drain) })
-	cc := summarize(pairs, func(p drainPair) float64 { return cpuMicros(p.client) })
-	r.linef("| median (range) | %.0f (%.0f–%.0f) | %.0f (%.0f–%.0f) | %.0f %% (%.0f–%.0f %%) |", d.median, d.low, d.high, c.median, c.low, c.high, q.median, q.low, q.high)
-	if dc.median > 0 && cc.median > 0 {
-		r.linef("\nMedian CPU per delivery: %.0f µs draining, %.0f µs for the client alone: the store and the dispatcher add %.0f µs.", dc.median, cc.median, dc.median-cc.median)
+	r.linef("| median (range) | %.0f (%.0f–%.0f) | | %.0f (%.0f–%.0f) | | %.0f %% (%.0f–%.0f %%) |", d.median, d.low, d.high, c.median, c.low, c.high, q.median, q.low, q.high)
+	ours := func(res drainResult) float64 { return cpuMicros(res) - receiverMicros(res) }
+	do := summarize(pairs, func(p drainPair) float64 { return ours(p.drain) })
+	co := summarize(pairs, func(p drainPair) float64 { return ours(p.client) })
+	dr := summarize(pairs, func(p drainPair) float64 { return receiverMicros(p.drain) })
+	cr := summarize(pairs, func(p drainPair) float64 { return receiverMicros(p.client) })
+	if dr.median > 0 && cr.median > 0 {
+		r.linef("\nMedian CPU per delivery in this process: %.0f µs draining against %.0f µs for the client alone, so the store and the dispatcher cost %.0f µs; in the receiver's: %.0f against %.0f µs (%+.0f µs: a slower sender gives the receiver fewer requests per wake-up).",
+			do.median, co.median, do.median-co.median, dr.median, cr.median, dr.median-cr.median)
 	}
 	r.linef("")
+}
+
+// cpuSplit formats a result's CPU per delivery as this process's part
+// plus the receiver's.
+func cpuSplit(r drainResult) string {
+	all := cpuMicros(r)
+	if all == 0 {
+		return "—"
+	}
+	rcv := receiverMicros(r)
+	return fmt.Sprintf("%.0f + %.0f µs", all-rcv, rcv)
+}
+
+// receiverMicros is the receiver's CPU time per delivery in µs; 0 if
+// unknown.
+func receiverMicros(r drainResult) float64 {
+	if r.cpu <= 0 || r.delivered == 0 {
+		return 0
+	}
+	return float64(r.receiverCPU) / float64(time.Microsecond) / float64(r.delivered)
 }
 
 // cpuMicros is a result's CPU time per delivery in µs; 0 if unknown.

@@ -215,10 +215,26 @@ func (rc *receiver) writeCA(dir string) (string, error) {
 	return path, nil
 }
 
-// cpuWithOurs returns the CPU time this process and the receiver process
-// have used: a drain's or a ceiling's cost covers both ends.
-func (rc *receiver) cpuWithOurs() (time.Duration, bool) {
+// cpuSample is the CPU time this process and the receiver process have
+// used so far: a drain's or a ceiling's cost covers both ends.
+type cpuSample struct {
+	ours, receiver time.Duration
+	ok             bool
+}
+
+// cpuWithOurs samples the CPU time of both processes.
+func (rc *receiver) cpuWithOurs() cpuSample {
 	ours, ok1 := cpuTime()
 	theirs, ok2 := rc.cpu()
-	return ours + theirs, ok1 && ok2
+	return cpuSample{ours: ours, receiver: theirs, ok: ok1 && ok2}
+}
+
+// since sets r's CPU times to what both processes used since s0 (left
+// unknown if either sample failed).
+func (r *drainResult) since(s0, s1 cpuSample) {
+	if !s0.ok || !s1.ok {
+		return
+	}
+	r.cpu = s1.ours + s1.receiver - s0.ours - s0.receiver
+	r.receiverCPU = s1.receiver - s0.receiver
 }
