@@ -168,6 +168,7 @@ func main() {
 		time.Sleep(2 * time.Second) // let the last deliveries land before reading the latencies
 		lat := rc.latencies()
 		s := rc.stats()
+		rc.stopRecording()
 		// The maximum shows a stall (a delivery left for the loop's 1 s
 		// poll) that p99 can hide.
 		r.linef("\nEvent latency at %d event calls/s (upstream response → webhook received, %d events): p50 %s, p99 %s, max %s. The receiver accepted %d new connections for %d deliveries (0: Caddy kept the connections it had).\n",
@@ -213,6 +214,9 @@ func main() {
 
 	if phase("drain") {
 		r.linef("## Delivery backlog\n")
+		// The drains' store and dispatcher run in this process: start them
+		// on a heap without what the load phases left behind.
+		runtime.GC()
 		if waited, idle := waitIdle(cp.cmd.Process.Pid, 2*time.Minute); !idle {
 			r.linef("Caddy was still busy (Badger compacting what the earlier phases wrote) after %s: the drains share the cores with it.\n", waited.Round(time.Second))
 		} else if waited > 2*time.Second {

@@ -103,6 +103,13 @@ func serveReceiver() {
 		record.Store(true)
 		w.WriteHeader(http.StatusNoContent)
 	})
+	mux.HandleFunc("DELETE /record", func(w http.ResponseWriter, _ *http.Request) {
+		record.Store(false)
+		mu.Lock()
+		arrivals = nil
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	})
 	mux.HandleFunc("GET /arrivals", func(w http.ResponseWriter, _ *http.Request) {
 		mu.Lock()
 		out := append([]arrival(nil), arrivals...)
@@ -171,10 +178,24 @@ func (rc *receiver) stats() receiverStats {
 // count returns how many requests the receiver has had.
 func (rc *receiver) count() int64 { return rc.stats().Count }
 
-// reset clears the recorded arrivals and starts recording.
+// reset clears the recorded arrivals and starts recording, in the
+// receiver and in the upstream.
 func (rc *receiver) reset() {
+	rc.up.recording(true)
 	resp, err := rc.ctl.Post(rc.info.Control+"/record", "", nil)
 	must(err, "starting the receiver's recording")
+	resp.Body.Close()
+}
+
+// stopRecording stops recording, in the receiver and in the upstream, and
+// forgets what was recorded: the phases after the latencies' do not pay
+// for it (the receiver would decode every delivery's JSON).
+func (rc *receiver) stopRecording() {
+	rc.up.recording(false)
+	req, err := http.NewRequest(http.MethodDelete, rc.info.Control+"/record", nil)
+	must(err, "stopping the receiver's recording")
+	resp, err := rc.ctl.Do(req)
+	must(err, "stopping the receiver's recording")
 	resp.Body.Close()
 }
 

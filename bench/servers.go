@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -14,8 +15,22 @@ import (
 // for /post, remembers when it answered each value so the receiver can
 // compute the event latency (upstream response → webhook arrival).
 type upstream struct {
-	srv       *httptest.Server
+	srv *httptest.Server
+	// record is set while the event latencies are measured: only then
+	// does /post remember its values, so that the map does not grow with
+	// every request of the other phases, and its size does not weigh on
+	// this process's garbage collections during the drains.
+	record    atomic.Bool
 	responded sync.Map // value -> time.Time
+}
+
+// recording starts or stops remembering /post's answers; stopping forgets
+// them.
+func (u *upstream) recording(on bool) {
+	u.record.Store(on)
+	if !on {
+		u.responded.Clear()
+	}
 }
 
 func newUpstream() *upstream {
@@ -29,7 +44,9 @@ func newUpstream() *upstream {
 			_, _ = w.Write(entry)
 		case "/post":
 			v := r.URL.Query().Get("value")
-			u.responded.Store(v, time.Now())
+			if u.record.Load() {
+				u.responded.Store(v, time.Now())
+			}
 			_, _ = io.WriteString(w, v)
 		default:
 			w.Header().Set("Content-Type", "application/json")
