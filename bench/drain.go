@@ -53,6 +53,16 @@ func (r drainResult) cpuPerDelivery() string {
 	return fmt.Sprintf("%.0f µs", us)
 }
 
+// since sets r's CPU times to what both processes used since s0 (left
+// unknown if either sample failed).
+func (r *drainResult) since(s0, s1 cpuSample) {
+	if !s0.ok || !s1.ok {
+		return
+	}
+	r.cpu = s1.ours + s1.receiver - s0.ours - s0.receiver
+	r.receiverCPU = s1.receiver - s0.receiver
+}
+
 func (r drainResult) rate() float64 { return float64(r.delivered) / r.elapsed.Seconds() }
 
 // drain fills a fresh Badger outbox with n events for one webhook, then

@@ -249,13 +249,3 @@ func (rc *receiver) cpuWithOurs() cpuSample {
 	theirs, ok2 := rc.cpu()
 	return cpuSample{ours: ours, receiver: theirs, ok: ok1 && ok2}
 }
-
-// since sets r's CPU times to what both processes used since s0 (left
-// unknown if either sample failed).
-func (r *drainResult) since(s0, s1 cpuSample) {
-	if !s0.ok || !s1.ok {
-		return
-	}
-	r.cpu = s1.ours + s1.receiver - s0.ours - s0.receiver
-	r.receiverCPU = s1.receiver - s0.receiver
-}
