@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,10 @@ type ceilingMode struct {
 	// (sink.NewClient, through its transport as the dispatcher does)
 	// instead of net/http's defaults.
 	sinkClient bool
+	// inProcess sends to a net/http server in this process instead of the
+	// receiver's: the "bare Go HTTPS client and server on the same
+	// machine" the project's drain target was set against.
+	inProcess bool
 }
 
 func (m ceilingMode) String() string {
@@ -34,6 +39,9 @@ func (m ceilingMode) String() string {
 	if m.sinkClient {
 		c = "the plugin's delivery client (`sink.NewClient`)"
 	}
+	if m.inProcess {
+		c += " and a net/http server, both in this process"
+	}
 	return fmt.Sprintf("no store, no dispatcher: %s, %d goroutines, %s", c, m.conns, v)
 }
 
@@ -44,11 +52,23 @@ func (m ceilingMode) String() string {
 // the ceiling a drain is compared with: the same client and server stacks,
 // with no outbox, claims, signing or completions.
 func ceiling(rc *receiver, n int, roots *x509.CertPool, m ceilingMode) drainResult {
+	url := rc.url() + "/ceiling"
+	if m.inProcess {
+		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.WriteHeader(http.StatusNoContent)
+		}))
+		srv.EnableHTTP2 = !m.http1Only
+		srv.StartTLS()
+		defer srv.Close()
+		url = srv.URL + "/ceiling"
+		roots = x509.NewCertPool()
+		roots.AddCert(srv.Certificate())
+	}
 	rt := ceilingTransport(roots, m)
 	if c, ok := rt.(interface{ CloseIdleConnections() }); ok {
 		defer c.CloseIdleConnections()
 	}
-	url := rc.url() + "/ceiling"
 	// A delivery's body and header fields, in size and shape.
 	body := []byte(`{"event":"Upload","apiKey":"drain-key","entryIds":["e12345"],"metadataKeys":[],"metadataValues":[]}`)
 	sig := "v1," + string(bytes.Repeat([]byte("s"), 44))
