@@ -527,8 +527,10 @@ func (s *Store) ClaimDue(now time.Time, lease time.Duration, limit int, accept f
 		claimHook()
 	}
 
-	var claimed []Claimed
-	var events [][]byte
+	// At most one of each per leased candidate: sized once, as a claim in
+	// a drain takes dozens and Claimed is large.
+	claimed := make([]Claimed, 0, len(leased))
+	events := make([][]byte, 0, len(leased))
 	var delta queueDelta
 	err = s.update(func(txn *badger.Txn) error {
 		claimed, events, delta = claimed[:0], events[:0], queueDelta{}
