@@ -501,7 +501,7 @@ func (s *Store) ClaimDue(now time.Time, lease time.Duration, limit int, accept f
 	// gets none of its later ones in this call, so deliveries never
 	// overtake each other.
 	until := now.Add(lease)
-	leased := cands[:0:0]
+	leased := make([]candidate, 0, len(cands))
 	taken := make(map[string]*claimLease, len(cands))
 	skip := map[string]bool{}
 	var scanned []string // the IDs of the leased candidates with a scanned delivery
