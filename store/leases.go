@@ -250,11 +250,13 @@ func (l *leases) writing(deliveryIDs []string) {
 	}
 }
 
-// held returns when the delivery's lease expires, if it is leased past now.
-func (l *leases) held(deliveryID string, now time.Time) (time.Time, bool) {
+// heldID returns when the delivery's lease expires, if it is leased past
+// now. It takes the ID as read out of a queue entry's value: the lookup
+// allocates no string.
+func (l *leases) heldID(deliveryID []byte, now time.Time) (time.Time, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	ls, ok := l.by[deliveryID]
+	ls, ok := l.by[string(deliveryID)]
 	if !ok {
 		return time.Time{}, false
 	}

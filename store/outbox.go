@@ -574,6 +574,7 @@ func (s *Store) ClaimDue(now time.Time, lease time.Duration, limit int, accept f
 		return nil, fmt.Errorf("claiming deliveries: %w", err)
 	}
 	s.depth.Add(delta.total())
+	shareClones(claimed)
 	// Keep what was read with the leases, for Complete; give back the
 	// leases of what was not claimed after all, together with the count
 	// of the queue entries the claim deleted (see leases.queued).
@@ -590,6 +591,27 @@ func (s *Store) ClaimDue(now time.Time, lease time.Duration, limit int, accept f
 	}
 	s.leases.dropCounted(delta, unkept...)
 	return claimed, nil
+}
+
+// shareClones replaces the index's webhooks in claimed by copies, one per
+// webhook: a claim in a drain takes dozens of one webhook's deliveries.
+func shareClones(claimed []Claimed) {
+	var clones map[*Webhook]*Webhook
+	for i := range claimed {
+		w := claimed[i].Webhook
+		if w == nil {
+			continue
+		}
+		c, ok := clones[w]
+		if !ok {
+			if clones == nil {
+				clones = make(map[*Webhook]*Webhook, 1)
+			}
+			c = w.clone()
+			clones[w] = c
+		}
+		claimed[i].Webhook = c
+	}
 }
 
 // claim reads one leased candidate in txn, adding to delta the change in
@@ -642,8 +664,9 @@ func (s *Store) claim(txn *badger.Txn, cur *eventCursor, c candidate, now time.T
 	if cl.Event, _, err = decodeEventValue(raw); err != nil {
 		return Claimed{}, nil, false, fmt.Errorf("decoding event %s: %w", d.EventID, err)
 	}
+	// The index's own webhook: ClaimDue hands out copies (shareClones).
 	if w, ok := s.index.Load().byID[d.WebhookID]; ok {
-		cl.Webhook = w.clone()
+		cl.Webhook = w
 	}
 	return cl, raw, true, nil
 }

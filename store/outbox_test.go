@@ -809,3 +809,35 @@ func TestEnqueuePartialCommitCorrectsCounts(t *testing.T) {
 		})
 	}
 }
+
+// TestClaimDueSharesOneWebhookCopy: the deliveries of one webhook claimed
+// together share one copy of it, which is not the store's own.
+func TestClaimDueSharesOneWebhookCopy(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *Store) {
+		mustCreate(t, s, testWebhook("a", "k", t0, "create"))
+		mustCreate(t, s, testWebhook("b", "k", t0.Add(time.Second), "create"))
+		for i := range 3 {
+			mustEnqueue(t, s, testEvent(fmt.Sprint("e", i), "k", "create"))
+		}
+		cl := mustClaim(t, s, t0.Add(time.Minute), 100)
+		if len(cl) != 6 {
+			t.Fatalf("claimed %d deliveries, want 6", len(cl))
+		}
+		copies := map[string]*Webhook{}
+		for _, c := range cl {
+			w := c.Webhook
+			if w == nil || w.ID != c.Delivery.WebhookID {
+				t.Fatalf("delivery to %s claimed with webhook %+v", c.Delivery.WebhookID, w)
+			}
+			if first, ok := copies[w.ID]; ok && first != w {
+				t.Errorf("webhook %s: deliveries claimed together got different copies", w.ID)
+			}
+			copies[w.ID] = w
+		}
+		copies["a"].Name = "changed"
+		copies["a"].Triggers[0] = "changed"
+		if got, err := s.GetWebhook("a"); err != nil || got.Name == "changed" || got.Triggers[0] == "changed" {
+			t.Errorf("changing the claimed copy changed the store's webhook: %+v, %v", got, err)
+		}
+	})
+}

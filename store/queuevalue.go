@@ -30,11 +30,15 @@ func queueEntryValue(id string, enc []byte) []byte {
 }
 
 // queueEntryID returns the delivery ID of a queue entry's value.
-func queueEntryID(v []byte) string {
+func queueEntryID(v []byte) string { return string(queueEntryIDBytes(v)) }
+
+// queueEntryIDBytes returns the delivery ID of a queue entry's value, as
+// a part of it.
+func queueEntryIDBytes(v []byte) []byte {
 	if i := bytes.IndexByte(v, '\n'); i >= 0 {
-		return string(v[:i])
+		return v[:i]
 	}
-	return string(v)
+	return v
 }
 
 // queueEntryDelivery decodes the delivery carried by a queue entry's

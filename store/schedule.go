@@ -55,11 +55,22 @@ func webhookQueueKey(webhookID string, due time.Time, seq uint64) []byte {
 // parseWebhookQueueKey returns the webhook ID and due time (Unix
 // nanoseconds) of a webhook queue key.
 func parseWebhookQueueKey(k []byte) (string, uint64, error) {
+	due, err := queueKeyDue(k)
+	if err != nil {
+		return "", 0, err
+	}
+	return string(k[len(prefixWebhookQueue) : len(k)-stampLen-1]), due, nil
+}
+
+// queueKeyDue returns the due time (Unix nanoseconds) of a webhook queue
+// key. Unlike parseWebhookQueueKey it allocates nothing: a claim's scan
+// reads it for every entry it steps past.
+func queueKeyDue(k []byte) (uint64, error) {
 	n := len(k) - stampLen - 1
 	if n <= len(prefixWebhookQueue) || !bytes.HasPrefix(k, []byte(prefixWebhookQueue)) || k[n] != '/' {
-		return "", 0, fmt.Errorf("malformed webhook queue key %q", k)
+		return 0, fmt.Errorf("malformed webhook queue key %q", k)
 	}
-	return string(k[len(prefixWebhookQueue):n]), binary.BigEndian.Uint64(k[n+1:]), nil
+	return binary.BigEndian.Uint64(k[n+1:]), nil
 }
 
 func healthKey(webhookID string) []byte { return []byte(prefixHealth + webhookID) }
@@ -199,7 +210,7 @@ func (s *Store) nextDue(it *badger.Iterator, v visit) (uint64, bool, error) {
 	found := false
 	for ; it.ValidForPrefix(prefix); it.Next() {
 		item := it.Item()
-		_, due, err := parseWebhookQueueKey(item.Key())
+		due, err := queueKeyDue(item.Key())
 		if err != nil {
 			return 0, false, err
 		}
@@ -209,7 +220,7 @@ func (s *Store) nextDue(it *badger.Iterator, v visit) (uint64, bool, error) {
 		var until time.Time
 		var leased bool
 		err = item.Value(func(v []byte) error {
-			until, leased = s.leases.held(queueEntryID(v), time.Time{})
+			until, leased = s.leases.heldID(queueEntryIDBytes(v), time.Time{})
 			return nil
 		})
 		if err != nil {
@@ -287,30 +298,34 @@ func (s *Store) scanQueue(txn *badger.Txn, v visit, now time.Time, limit int, ac
 	var cands []candidate
 	for ; it.ValidForPrefix(prefix) && len(cands) < limit; it.Next() {
 		item := it.Item()
-		_, due, err := parseWebhookQueueKey(item.Key())
+		due, err := queueKeyDue(item.Key())
 		if err != nil {
 			return nil, err
 		}
 		if due > nowNanos {
 			break
 		}
-		var id string
-		if err := item.Value(func(val []byte) error { id = queueEntryID(val); return nil }); err != nil {
+		var leased bool
+		if err := item.Value(func(val []byte) error {
+			_, leased = s.leases.heldID(queueEntryIDBytes(val), now)
+			return nil
+		}); err != nil {
 			return nil, fmt.Errorf("reading queue entry: %w", err)
 		}
-		if _, leased := s.leases.held(id, now); leased {
+		if leased {
 			continue // in flight; the ones after it may go
 		}
 		if accept != nil && !accept(v.webhookID) {
 			break
 		}
-		c := candidate{key: item.KeyCopy(nil), deliveryID: id, webhookID: v.webhookID, due: due}
+		c := candidate{key: item.KeyCopy(nil), webhookID: v.webhookID, due: due}
 		c.seq = binary.BigEndian.Uint64(c.key[len(c.key)-8:])
 		// ClaimDue takes the delivery from this copy unless it may have
 		// changed since (see leases).
 		if c.val, err = item.ValueCopy(nil); err != nil {
 			return nil, fmt.Errorf("reading queue entry: %w", err)
 		}
+		c.deliveryID = queueEntryID(c.val)
 		cands = append(cands, c)
 	}
 	return cands, nil

@@ -110,7 +110,9 @@ type Attempt struct {
 }
 
 // Claimed is a due delivery leased to one dispatcher, with what it needs to
-// send it. Webhook is nil when the webhook has been deleted since.
+// send it. Webhook is nil when the webhook has been deleted since; it is a
+// copy of the store's, shared by the deliveries of the webhook claimed
+// together, so callers must not modify it.
 type Claimed struct {
 	Delivery Delivery
 	Event    Event
