@@ -63,6 +63,7 @@ type h1Conn struct {
 	br        *bufio.Reader
 	wbuf      []byte
 	idleSince time.Time
+	peek      *peeker // checks it before it is reused
 }
 
 // aLongTimeAgo is a deadline that has passed: setting it makes blocked
@@ -369,7 +370,7 @@ func (t *h1Transport) getConn(ctx context.Context, addr, serverName string, dead
 		if pc == nil {
 			return t.dialConn(ctx, addr, serverName, deadline)
 		}
-		if now.Sub(pc.idleSince) <= t.idleTimeout && connAlive(pc.conn) {
+		if now.Sub(pc.idleSince) <= t.idleTimeout && pc.peek.connAlive() {
 			return pc, true, nil
 		}
 		_ = pc.conn.Close()
@@ -404,7 +405,7 @@ func (t *h1Transport) dialConn(ctx context.Context, addr, serverName string, dea
 		_ = tc.Close()
 		return nil, false, fmt.Errorf("receiver chose protocol %q, not http/1.1", p)
 	}
-	pc := &h1Conn{addr: addr, conn: tc}
+	pc := &h1Conn{addr: addr, conn: tc, peek: newPeeker(tc)}
 	pc.lr = io.LimitedReader{R: tc, N: math.MaxInt64}
 	pc.br = bufio.NewReader(&pc.lr)
 	return pc, false, nil

@@ -173,7 +173,7 @@ func entryDelivery(txn *badger.Txn, item *badger.Item) (d Delivery, pending bool
 		return Delivery{}, false, fmt.Errorf("reading queue entry: %w", err)
 	}
 	if !carried {
-		err := getRecord(txn, deliveryKey(id), "delivery "+id, &d)
+		err := getRecord(txn, deliveryKey(id), "delivery", id, &d)
 		if errors.Is(err, ErrNotFound) {
 			return Delivery{}, false, nil
 		}
@@ -317,7 +317,7 @@ func keepAgeEntry(txn *badger.Txn, e ageEntry) (bool, error) {
 		return false, nil
 	}
 	var d Delivery
-	err := getRecord(txn, deliveryKey(e.deliveryID), "delivery "+e.deliveryID, &d)
+	err := getRecord(txn, deliveryKey(e.deliveryID), "delivery", e.deliveryID, &d)
 	if errors.Is(err, ErrNotFound) {
 		return false, nil
 	}

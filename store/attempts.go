@@ -41,7 +41,7 @@ func (s *Store) recordAttempt(txn *badger.Txn, d *Delivery, a *Attempt, seq uint
 	}
 	a.ResponseBody = truncate(a.ResponseBody, maxResponseBody)
 	a.Error = truncate(a.Error, maxErrorLen)
-	return setRecord(txn, attemptKey(d.WebhookID, a.At, seq), "attempt of "+d.ID, a, s.recordTTL)
+	return setRecord(txn, attemptKey(d.WebhookID, a.At, seq), "attempt of", d.ID, a, s.recordTTL)
 }
 
 // truncate cuts s to at most n bytes without splitting a UTF-8 sequence.

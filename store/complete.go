@@ -189,7 +189,7 @@ func (s *Store) loadKnown(txn *badger.Txn, deliveryID string) (*known, error) {
 		return &known{d: &d, event: ev, queued: true}, nil
 	}
 	k := &known{d: new(Delivery)}
-	err := getRecord(txn, deliveryKey(deliveryID), "delivery "+deliveryID, k.d)
+	err := getRecord(txn, deliveryKey(deliveryID), "delivery", deliveryID, k.d)
 	if errors.Is(err, ErrNotFound) {
 		return nil, nil
 	}
@@ -304,7 +304,7 @@ func (s *Store) completeOne(txn *badger.Txn, c *completion, k *known, events bat
 	d.UpdatedAt = c.now
 
 	if d.State != StatePending {
-		return setRecord(txn, deliveryKey(d.ID), "delivery "+d.ID, d, s.recordTTL)
+		return setRecord(txn, deliveryKey(d.ID), "delivery", d.ID, d, s.recordTTL)
 	}
 	qk := webhookQueueKey(d.WebhookID, d.NextAttemptAt, d.Seq)
 	queued := k.queued

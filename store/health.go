@@ -61,7 +61,7 @@ func (s *Store) SetHealth(webhookID string, h Health) error {
 			if err := deleteKey(txn, healthKey(webhookID)); err != nil {
 				return err
 			}
-		} else if err := setRecord(txn, healthKey(webhookID), "health of webhook "+webhookID, &h, 0); err != nil {
+		} else if err := setRecord(txn, healthKey(webhookID), "health of webhook", webhookID, &h, 0); err != nil {
 			return err
 		}
 		return nil

@@ -695,7 +695,7 @@ func readQueueEntry(txn *badger.Txn, c candidate, delta queueDelta) (d Delivery,
 	}
 	if !carried {
 		// An entry of an earlier version: the delivery is under dl/ only.
-		err := getRecord(txn, deliveryKey(c.deliveryID), "delivery "+c.deliveryID, &d)
+		err := getRecord(txn, deliveryKey(c.deliveryID), "delivery", c.deliveryID, &d)
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return Delivery{}, false, err
 		}
@@ -713,7 +713,7 @@ func readQueueEntry(txn *badger.Txn, c candidate, delta queueDelta) (d Delivery,
 // d.NextAttemptAt must still be the due time it had while pending. The
 // caller releases the delivery's count in its event (see batchEvents).
 func (s *Store) finish(txn *badger.Txn, d *Delivery) error {
-	if err := setRecord(txn, deliveryKey(d.ID), "delivery "+d.ID, d, s.recordTTL); err != nil {
+	if err := setRecord(txn, deliveryKey(d.ID), "delivery", d.ID, d, s.recordTTL); err != nil {
 		return err
 	}
 	if !displaced(d) {
@@ -778,7 +778,7 @@ func (s *Store) NextDue() (time.Time, bool, error) {
 func (s *Store) GetDelivery(id string) (Delivery, error) {
 	var d Delivery
 	err := s.db.View(func(txn *badger.Txn) error {
-		return getRecord(txn, deliveryKey(id), "delivery "+id, &d)
+		return getRecord(txn, deliveryKey(id), "delivery", id, &d)
 	})
 	if err != nil {
 		return Delivery{}, err
@@ -819,7 +819,7 @@ func (s *Store) releaseLeases(now time.Time) error {
 				return err
 			}
 			var d Delivery
-			err := getRecord(txn, deliveryKey(id), "delivery "+id, &d)
+			err := getRecord(txn, deliveryKey(id), "delivery", id, &d)
 			if errors.Is(err, ErrNotFound) {
 				return nil
 			}

@@ -431,7 +431,7 @@ func (s *Store) migrateQueue() error {
 					continue
 				}
 				var d Delivery
-				err := getRecord(txn, deliveryKey(o.delivery), "delivery "+o.delivery, &d)
+				err := getRecord(txn, deliveryKey(o.delivery), "delivery", o.delivery, &d)
 				if errors.Is(err, ErrNotFound) {
 					continue
 				}

@@ -291,7 +291,7 @@ func TestMigrateOldQueue(t *testing.T) {
 			}
 			if i == 0 {
 				d.Attempts, d.NextAttemptAt = 1, t0.Add(time.Hour)
-				if err := setRecord(txn, deliveryKey(d.ID), "delivery", &d, 0); err != nil {
+				if err := setRecord(txn, deliveryKey(d.ID), "delivery", d.ID, &d, 0); err != nil {
 					return err
 				}
 			}

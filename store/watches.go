@@ -60,7 +60,7 @@ func (s *Store) PutWatch(w Watch) error {
 		ttl = time.Second
 	}
 	return s.update(func(txn *badger.Txn) error {
-		return setRecord(txn, watchKey(w.ID), "watch "+w.ID, w, ttl)
+		return setRecord(txn, watchKey(w.ID), "watch", w.ID, w, ttl)
 	})
 }
 

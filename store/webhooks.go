@@ -124,7 +124,7 @@ func (s *Store) CreateWebhook(w Webhook) error {
 		if !errors.Is(err, badger.ErrKeyNotFound) {
 			return fmt.Errorf("creating webhook %s: %w", w.ID, err)
 		}
-		return setRecord(txn, webhookKey(w.ID), "webhook "+w.ID, w, 0)
+		return setRecord(txn, webhookKey(w.ID), "webhook", w.ID, w, 0)
 	})
 }
 
@@ -160,7 +160,7 @@ func (s *Store) UpdateWebhook(w Webhook) error {
 	var enabled bool
 	err := s.writeWebhook(w.ID, w.clone(), func(txn *badger.Txn) error {
 		old := new(Webhook)
-		if err := getRecord(txn, webhookKey(w.ID), "webhook "+w.ID, old); err != nil {
+		if err := getRecord(txn, webhookKey(w.ID), "webhook", w.ID, old); err != nil {
 			return fmt.Errorf("updating webhook: %w", err)
 		}
 		enabled = !old.Enabled && w.Enabled
@@ -169,7 +169,7 @@ func (s *Store) UpdateWebhook(w Webhook) error {
 				return err
 			}
 		}
-		return setRecord(txn, webhookKey(w.ID), "webhook "+w.ID, w, 0)
+		return setRecord(txn, webhookKey(w.ID), "webhook", w.ID, w, 0)
 	})
 	if err == nil && enabled {
 		s.dropHealth(w.ID)
@@ -182,7 +182,7 @@ func (s *Store) UpdateWebhook(w Webhook) error {
 // Webhook so that the dispatcher can finish them.
 func (s *Store) DeleteWebhook(id string) error {
 	err := s.writeWebhook(id, nil, func(txn *badger.Txn) error {
-		if err := getRecord(txn, webhookKey(id), "webhook "+id, new(Webhook)); err != nil {
+		if err := getRecord(txn, webhookKey(id), "webhook", id, new(Webhook)); err != nil {
 			return fmt.Errorf("deleting webhook: %w", err)
 		}
 		if err := txn.Delete(webhookKey(id)); err != nil {
@@ -202,14 +202,14 @@ func (s *Store) DisableWebhook(id, reason string) error {
 	var disabled *Webhook
 	return s.writeWebhookFunc(id, func() *Webhook { return disabled }, func(txn *badger.Txn) error {
 		w := new(Webhook)
-		if err := getRecord(txn, webhookKey(id), "webhook "+id, w); err != nil {
+		if err := getRecord(txn, webhookKey(id), "webhook", id, w); err != nil {
 			return fmt.Errorf("disabling webhook: %w", err)
 		}
 		w.Enabled = false
 		w.DisabledReason = reason
 		w.UpdatedAt = time.Now()
 		disabled = w
-		return setRecord(txn, webhookKey(id), "webhook "+id, w, 0)
+		return setRecord(txn, webhookKey(id), "webhook", id, w, 0)
 	})
 }
 
