@@ -329,6 +329,15 @@ func appendField(b []byte, name, value string) ([]byte, error) {
 	return append(b, "\r\n"...), nil
 }
 
+// tokenChars marks the bytes an RFC 9110 token may hold: visible ASCII
+// but the delimiters. A table, as every field of every attempt is checked.
+var tokenChars = func() (t [256]bool) {
+	for c := '!'; c < 0x7f; c++ {
+		t[c] = !strings.ContainsRune(`"(),/:;<=>?@[\]{}`, c)
+	}
+	return t
+}()
+
 // validToken reports whether s is a non-empty RFC 9110 token, as header
 // names and methods must be.
 func validToken(s string) bool {
@@ -336,8 +345,7 @@ func validToken(s string) bool {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+		if !tokenChars[s[i]] {
 			return false
 		}
 	}
