@@ -926,7 +926,7 @@ func (d *Dispatcher) send(c store.Claimed, release func()) (int, string, http.He
 		// straight to the wire, with no header map.
 		req := &http.Request{Method: http.MethodPost, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 			ContentLength: int64(len(c.Event.Payload))}
-		resp, err = h1.roundTrip(ctx, req, fields[:], c.Event.Payload, deadline)
+		resp, err = h1.roundTrip(ctx, req, c.Event.Payload, extras{fields: fields[:], deadline: deadline, statusOnly: true})
 	} else {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, deadline)

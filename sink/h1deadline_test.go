@@ -73,7 +73,7 @@ func TestH1TransportDeadline(t *testing.T) {
 			req := &http.Request{Method: http.MethodPost, URL: u, ContentLength: 2}
 			const budget = 300 * time.Millisecond
 			start := time.Now()
-			resp, err := c.Transport.(*h1Transport).roundTrip(context.Background(), req, []headerField{{"webhook-id", "msg_1"}}, []byte("{}"), start.Add(budget))
+			resp, err := c.Transport.(*h1Transport).roundTrip(context.Background(), req, []byte("{}"), extras{fields: []headerField{{"webhook-id", "msg_1"}}, deadline: start.Add(budget)})
 			if tt.readBody {
 				if err != nil {
 					t.Fatalf("headers: %v", err)
@@ -116,7 +116,7 @@ func TestH1TransportDeadline(t *testing.T) {
 		}()
 		pu, _ := url.Parse(u)
 		req := &http.Request{Method: http.MethodPost, URL: pu}
-		_, err := c.Transport.(*h1Transport).roundTrip(ctx, req, nil, []byte("{}"), time.Now().Add(time.Minute))
+		_, err := c.Transport.(*h1Transport).roundTrip(ctx, req, []byte("{}"), extras{deadline: time.Now().Add(time.Minute)})
 		if !errors.Is(err, context.Canceled) {
 			t.Errorf("error %v, want context.Canceled", err)
 		}

@@ -80,22 +80,36 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	return t.roundTrip(req.Context(), req, nil, body, time.Time{})
+	return t.roundTrip(req.Context(), req, body, extras{})
+}
+
+// extras are what the dispatcher's attempts ask of a round trip beyond
+// RoundTrip's (see roundTrip).
+type extras struct {
+	// fields are sent after req.Header's.
+	fields []headerField
+	// deadline, unless zero, bounds the exchange.
+	deadline time.Time
+	// statusOnly says the caller reads the status and the body, and
+	// Retry-After only on a 429 or 503: a common response is then parsed
+	// without net/http, into a response without Header
+	// (readCommonResponse).
+	statusOnly bool
 }
 
 // headerField is a header field a request carries besides its Header.
 type headerField struct{ name, value string }
 
 // roundTrip is RoundTrip with req's body already in memory (sent as is,
-// not copied), header fields to send after req.Header's, and its context
-// given apart: ctx, not req's, cancels the
-// exchange and carries its trace. A non-zero deadline bounds it, dial and
-// response body included, through the connection's deadline rather than
-// a context timer; a failure once it has passed wraps
+// not copied), its context given apart and the extras x: ctx, not req's,
+// cancels the exchange and carries its trace. A non-zero x.deadline bounds
+// it, dial and response body included, through the connection's deadline
+// rather than a context timer; a failure once it has passed wraps
 // context.DeadlineExceeded. The dispatcher sends its attempts this way: in
 // a drain, the attempt's timer context and its parsed request were 5-8 %
 // of the attempt's CPU.
-func (t *h1Transport) roundTrip(ctx context.Context, req *http.Request, fields []headerField, body []byte, deadline time.Time) (*http.Response, error) {
+func (t *h1Transport) roundTrip(ctx context.Context, req *http.Request, body []byte, x extras) (*http.Response, error) {
+	deadline := x.deadline
 	u := req.URL
 	if u == nil || u.Scheme != "https" || u.Host == "" {
 		return nil, errors.New("http/1.1 transport: only https URLs with a host are sent")
@@ -128,7 +142,7 @@ func (t *h1Transport) roundTrip(ctx context.Context, req *http.Request, fields [
 	if err != nil {
 		return nil, doneError(ctx, deadline, err)
 	}
-	resp, retry, err := t.exchange(ctx, pc, req, fields, body, reused, deadline)
+	resp, retry, err := t.exchange(ctx, pc, req, body, reused, x)
 	if err == nil {
 		return resp, nil
 	}
@@ -140,7 +154,7 @@ func (t *h1Transport) roundTrip(ctx context.Context, req *http.Request, fields [
 	if pc, _, err = t.dialConn(ctx, addr, hostname, deadline); err != nil {
 		return nil, doneError(ctx, deadline, err)
 	}
-	resp, _, err = t.exchange(ctx, pc, req, fields, body, false, deadline)
+	resp, _, err = t.exchange(ctx, pc, req, body, false, x)
 	if err != nil {
 		return nil, doneError(ctx, deadline, err)
 	}
@@ -156,11 +170,11 @@ func expired(deadline time.Time) bool {
 // when the request failed before any byte of a response arrived, because
 // the connection was closed or reset. retryable says the caller would
 // retry such a failure: the trace then does not hear of a failed write.
-// deadline, unless zero, is the connection's deadline meanwhile.
-func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Request, fields []headerField, body []byte, retryable bool, deadline time.Time) (_ *http.Response, retry bool, _ error) {
+// x.deadline, unless zero, is the connection's deadline meanwhile.
+func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Request, body []byte, retryable bool, x extras) (_ *http.Response, retry bool, _ error) {
 	// The context bounds the exchange: once it is done, the connection's
 	// deadline passes, and the error then wraps the context's.
-	_ = pc.conn.SetDeadline(deadline)
+	_ = pc.conn.SetDeadline(x.deadline)
 	stop := context.AfterFunc(ctx, func() { _ = pc.conn.SetDeadline(aLongTimeAgo) })
 	fail := func(err error, retry bool) (*http.Response, bool, error) {
 		stop()
@@ -169,7 +183,7 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 	}
 	trace := httptrace.ContextClientTrace(ctx)
 	var err error
-	pc.wbuf, err = appendRequest(pc.wbuf[:0], req, fields, body)
+	pc.wbuf, err = appendRequest(pc.wbuf[:0], req, x.fields, body)
 	if err != nil {
 		return fail(err, false)
 	}
@@ -191,9 +205,14 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 	if trace != nil && trace.GotFirstResponseByte != nil {
 		trace.GotFirstResponseByte()
 	}
-	resp, err := t.readResponse(pc, req)
-	if err != nil {
-		return fail(err, false)
+	var resp *http.Response
+	if x.statusOnly {
+		resp, _ = readCommonResponse(pc.br, req)
+	}
+	if resp == nil {
+		if resp, err = t.readResponse(pc, req); err != nil {
+			return fail(err, false)
+		}
 	}
 	b := &h1Body{rc: resp.Body, t: t, pc: pc, stop: stop,
 		reusable: !resp.Close && resp.ProtoAtLeast(1, 1), eof: resp.Body == http.NoBody}
