@@ -3,6 +3,7 @@ package sink
 import (
 	"errors"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -31,6 +32,11 @@ func (t *targetURLs) parse(raw string) (*url.URL, error) {
 	}
 	if u.Scheme != "https" {
 		return nil, errors.New("webhook url must use https")
+	}
+	// An empty port ("host:") means the default one, as http.NewRequest
+	// reads it.
+	if strings.LastIndex(u.Host, ":") > strings.LastIndex(u.Host, "]") {
+		u.Host = strings.TrimSuffix(u.Host, ":")
 	}
 	if t.n.Add(1) > maxTargetURLs {
 		t.m.Clear()

@@ -11,6 +11,8 @@ func TestTargetURLs(t *testing.T) {
 	}{
 		{raw: "https://example.com/hooks/a?x=1", host: "example.com"},
 		{raw: "https://[::1]:8443/h", host: "[::1]:8443"},
+		{raw: "https://example.com:/h", host: "example.com"},
+		{raw: "https://[::1]:/h", host: "[::1]"},
 		{raw: "http://example.com/h", wantErr: "webhook url must use https"},
 		{raw: "https://exa mple.com/%zz", wantErr: "webhook url is not a valid URL"},
 	}
