@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -47,14 +49,49 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// pickPort returns a loopback port that was free a moment ago.
+// pickPort returns a port that was free a moment ago, on every address,
+// from below the kernel's range of ephemeral ports where it can. The
+// in-process Caddy's ports are held for the whole run, and go test runs
+// packages in parallel: a port from the ephemeral range could be taken
+// meanwhile by any process's outgoing connection or port-0 listener, which
+// once failed a config load with "address already in use".
 func pickPort() (int, error) {
+	const from = 10000
+	if below := ephemeralLow(); below > from+1000 {
+		for range 100 {
+			p := from + rand.IntN(below-from)
+			ln, err := net.Listen("tcp", fmt.Sprintf(":%d", p))
+			if err != nil {
+				continue
+			}
+			ln.Close()
+			return p, nil
+		}
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// ephemeralLow returns the first port of Linux's ephemeral range, or 0
+// where it cannot be read.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 // newTester returns a caddytest tester bound to this process's admin port.
