@@ -1,9 +1,7 @@
 package sink
 
 import (
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -56,23 +54,11 @@ func DecodeSecret(secret string) ([]byte, error) {
 // "v1," followed by the standard base64 HMAC-SHA256, keyed with the decoded
 // secret, of msgID + "." + unix seconds of ts + "." + body.
 func Sign(secret, msgID string, ts time.Time, body []byte) (string, error) {
-	key, err := DecodeSecret(secret)
-	if err != nil {
-		return "", err
-	}
-	return signKey(key, msgID, ts, body), nil
+	return SignAll([]string{secret}, msgID, ts, body)
 }
 
-func signKey(key []byte, msgID string, ts time.Time, body []byte) string {
-	mac := hmac.New(sha256.New, key)
-	var num [20]byte
-	mac.Write([]byte(msgID))
-	mac.Write([]byte{'.'})
-	mac.Write(strconv.AppendInt(num[:0], ts.Unix(), 10))
-	mac.Write([]byte{'.'})
-	mac.Write(body)
-	return "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
-}
+// signers serves Sign and SignAll, with the keyed MACs attempts use.
+var signers signer
 
 // SignAll returns the webhook-signature header value signed with every
 // secret in secrets (the current one first, then those still inside a
@@ -83,13 +69,16 @@ func SignAll(secrets []string, msgID string, ts time.Time, body []byte) (string,
 	if len(secrets) == 0 {
 		return "", errors.New("webhook has no secret")
 	}
-	sigs := make([]string, 0, len(secrets))
-	for _, s := range secrets {
-		key, err := DecodeSecret(s)
-		if err != nil {
+	unix := strconv.AppendInt(nil, ts.Unix(), 10)
+	var out []byte
+	for i, sec := range secrets {
+		if i > 0 {
+			out = append(out, ' ')
+		}
+		var err error
+		if out, err = signers.appendSig(out, sec, msgID, unix, body); err != nil {
 			return "", err
 		}
-		sigs = append(sigs, signKey(key, msgID, ts, body))
 	}
-	return strings.Join(sigs, " "), nil
+	return string(out), nil
 }

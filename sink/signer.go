@@ -18,8 +18,8 @@ import (
 // it the cache starts over (secrets of deleted or rotated webhooks leave).
 const maxSignerKeys = 1024
 
-// signer signs attempts as SignAll does, keeping for each secret a pool of
-// HMACs already keyed with it. Keying one decodes the secret, allocates two
+// signer makes Standard Webhooks signatures (attempts', and SignAll's),
+// keeping for each secret a pool of HMACs already keyed with it. Keying one decodes the secret, allocates two
 // SHA-256 states and hashes two blocks; a reused HMAC restores its keyed
 // state instead. In a drain's allocation profile, signing was a fifth of
 // the objects an attempt allocated.
