@@ -93,7 +93,7 @@ func TestSignerConcurrentAndBounded(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if n := s.n.Load(); n > maxSignerKeys {
+	if n := s.keys.n.Load(); n > maxSignerKeys {
 		t.Errorf("cache holds %d secrets, bound %d", n, maxSignerKeys)
 	}
 }

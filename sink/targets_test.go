@@ -40,7 +40,7 @@ func TestTargetURLs(t *testing.T) {
 			t.Fatalf("parse(%q) = %v, %v", raw, u, err)
 		}
 	}
-	if n := tu.n.Load(); n > maxTargetURLs {
+	if n := tu.urls.n.Load(); n > maxTargetURLs {
 		t.Errorf("cache holds %d URLs, bound %d", n, maxTargetURLs)
 	}
 }
