@@ -899,7 +899,8 @@ func (d *Dispatcher) send(c store.Claimed, release func()) (int, string, http.He
 		return 0, "", nil, err
 	}
 	ts := d.now()
-	sig, err := d.signer.sign(wh, c.Delivery.ID, ts, c.Event.Payload)
+	stamp := strconv.FormatInt(ts.Unix(), 10)
+	sig, err := d.signer.sign(wh, c.Delivery.ID, ts, stamp, c.Event.Payload)
 	if err != nil {
 		return 0, "", nil, fmt.Errorf("cannot sign: %w", err)
 	}
@@ -911,7 +912,6 @@ func (d *Dispatcher) send(c store.Claimed, release func()) (int, string, http.He
 	}
 	// Lower-case names for the webhook's own fields, as the Standard
 	// Webhooks specification writes them.
-	stamp := strconv.FormatInt(ts.Unix(), 10)
 	fields := [...]headerField{
 		{"Content-Type", "application/json"},
 		{"User-Agent", d.userAgent},

@@ -69,7 +69,7 @@ func SignAll(secrets []string, msgID string, ts time.Time, body []byte) (string,
 	if len(secrets) == 0 {
 		return "", errors.New("webhook has no secret")
 	}
-	unix := strconv.AppendInt(nil, ts.Unix(), 10)
+	unix := strconv.FormatInt(ts.Unix(), 10)
 	var out []byte
 	for i, sec := range secrets {
 		if i > 0 {

@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"hash"
-	"strconv"
 	"sync"
 	"time"
 
@@ -61,12 +60,11 @@ func (s *signer) macs(secret string) (*keyedMACs, error) {
 // sign returns the webhook-signature header value of one attempt, signed
 // with wh's current secret and with each previous one still inside its
 // rotation overlap at ts, as SignAll(wh.SigningSecrets(ts), ...) does.
-func (s *signer) sign(wh *store.Webhook, msgID string, ts time.Time, body []byte) (string, error) {
+// unix is ts in Unix seconds, as the webhook-timestamp header carries it.
+func (s *signer) sign(wh *store.Webhook, msgID string, ts time.Time, unix string, body []byte) (string, error) {
 	if wh.Secret == "" {
 		return "", errors.New("webhook has no secret")
 	}
-	var stamp [20]byte
-	unix := strconv.AppendInt(stamp[:0], ts.Unix(), 10)
 	const sigLen = len("v1,") + 44 // base64 of 32 bytes
 	out := make([]byte, 0, sigLen*(1+len(wh.PreviousSecrets)))
 	var err error
@@ -87,7 +85,7 @@ func (s *signer) sign(wh *store.Webhook, msgID string, ts time.Time, body []byte
 
 // appendSig appends "v1," and the base64 HMAC of msgID.unix.body, keyed
 // with secret, to dst.
-func (s *signer) appendSig(dst []byte, secret, msgID string, unix, body []byte) ([]byte, error) {
+func (s *signer) appendSig(dst []byte, secret, msgID, unix string, body []byte) ([]byte, error) {
 	k, err := s.macs(secret)
 	if err != nil {
 		return dst, err

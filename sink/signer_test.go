@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -38,7 +39,7 @@ func TestSignerSignsAsSignAll(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			for round := range 2 { // keyed on the first, reused on the second
-				got, err := s.sign(&tt.wh, "msg_1", now, body)
+				got, err := s.sign(&tt.wh, "msg_1", now, strconv.FormatInt(now.Unix(), 10), body)
 				if tt.wantErr != "" {
 					if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 						t.Fatalf("round %d: error %v, want one containing %q", round, err, tt.wantErr)
@@ -82,7 +83,7 @@ func TestSignerConcurrentAndBounded(t *testing.T) {
 			for i := g; i < len(secrets); i += 8 {
 				for _, sec := range []string{secrets[i], secrets[0]} {
 					body := []byte(sec[:12])
-					got, err := s.sign(&store.Webhook{Secret: sec}, "msg", now, body)
+					got, err := s.sign(&store.Webhook{Secret: sec}, "msg", now, strconv.FormatInt(now.Unix(), 10), body)
 					want, _ := Sign(sec, "msg", now, body)
 					if err != nil || got != want {
 						t.Errorf("secret %d: sign = %q, %v; want %q", i, got, err, want)
